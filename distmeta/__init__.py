@@ -1,0 +1,25 @@
+"""distmeta: distributed meta-learning on Ray.
+
+The public nouns: `Config` (one typed run config), `TaskFamily` (where tasks come from),
+`Algorithm` (pure functions of parameters and tasks), `MetaLearner` (the driver that shards
+task batches over Ray adaptation workers), and `evaluate`."""
+
+from distmeta.algorithms import ALGORITHMS, Algorithm
+from distmeta.config import Config, load_config
+from distmeta.errors import ConfigError, UserError
+from distmeta.runtime import MetaLearner, evaluate
+from distmeta.tasks import TaskFamily
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "Config",
+    "ConfigError",
+    "MetaLearner",
+    "TaskFamily",
+    "UserError",
+    "evaluate",
+    "load_config",
+]

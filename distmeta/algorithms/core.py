@@ -1,0 +1,174 @@
+"""What every algorithm shares: the model as a pure function, the per-task contract, and
+the two ways to run it over a shard of tasks (`vmap` over the task axis, or a loop).
+
+A task is a dict `support_x, support_y, query_x, query_y` (see `distmeta.tasks.base`); a
+task batch has a leading task axis. Parameters are dicts of tensors; nothing here touches
+Ray, files or optimisers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from distmeta.config import AlgorithmConfig
+
+Params = dict[str, Tensor]
+Task = dict[str, Tensor]
+Batching = Literal["vmap", "loop"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A model used as a pure function of its parameters, and the loss of the task kind."""
+
+    model: nn.Module
+    kind: str
+    """`regression` (mean squared error) or `classification` (cross-entropy, accuracy)."""
+    n_classes: int = 0
+    """Classes per task, for classification."""
+
+    def forward(self, params: Params, buffers: Params, x: Tensor) -> Tensor:
+        return functional_call(self.model, (params, buffers), (x,))
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.kind == "classification":
+            return F.cross_entropy(out, y)
+        return F.mse_loss(out, y)
+
+    def scores(self, out: Tensor, y: Tensor) -> dict[str, Tensor]:
+        scores = {"loss": self.loss(out, y)}
+        if self.kind == "classification":
+            scores["accuracy"] = (out.argmax(-1) == y).float().mean()
+        return scores
+
+
+class Algorithm:
+    """One meta-learning algorithm as pure functions of (meta-parameters, task).
+
+    `adapt` is the one adaptation used by meta-training and evaluation alike. The default
+    `task_grad` differentiates the post-adaptation query loss through `adapt` with
+    `torch.func.grad` (second order unless the algorithm drops those terms)."""
+
+    def init(self, model_params: Params, cfg: AlgorithmConfig) -> Params:
+        """The meta-parameters: the model's, plus any the algorithm learns besides."""
+        return dict(model_params)
+
+    def model_params(self, meta: Params) -> Params:
+        """The model's parameters among the meta-parameters."""
+        return meta
+
+    def adapt(self, meta: Params, buffers: Params, support: tuple[Tensor, Tensor],
+              problem: Problem, cfg: AlgorithmConfig, steps: int) -> Params:
+        """Model parameters adapted to the support set `(x, y)` in `steps` steps."""
+        raise NotImplementedError
+
+    def predict(self, params: Params, buffers: Params, support: tuple[Tensor, Tensor],
+                x: Tensor, problem: Problem) -> Tensor:
+        """Outputs for `x` under (adapted) model parameters; the support set is there for
+        algorithms whose prediction uses it (ProtoNets' prototypes)."""
+        return problem.forward(params, buffers, x)
+
+    def task_grad(self, meta: Params, buffers: Params, task: Task, problem: Problem,
+                  cfg: AlgorithmConfig) -> tuple[Params, dict[str, Tensor]]:
+        """The meta-gradient of one task, and its metrics."""
+
+        def objective(m):
+            post, pre = task_scores(self, m, buffers, task, problem, cfg, cfg.inner_steps)
+            return post["loss"], pair_metrics(pre, post)
+
+        return grad(objective, has_aux=True)(meta)
+
+
+def task_scores(algo: Algorithm, meta: Params, buffers: Params, task: Task, problem: Problem,
+                cfg: AlgorithmConfig, steps: int) -> tuple[dict, dict]:
+    """Query scores after and before adaptation; only the first carries gradients."""
+    support = (task["support_x"], task["support_y"])
+    adapted = algo.adapt(meta, buffers, support, problem, cfg, steps)
+    post = problem.scores(algo.predict(adapted, buffers, support, task["query_x"], problem),
+                          task["query_y"])
+    with torch.no_grad():
+        start = algo.model_params(meta)
+        pre = problem.scores(algo.predict(start, buffers, support, task["query_x"], problem),
+                             task["query_y"])
+    return post, pre
+
+
+def sgd_adapt(params: Params, lrs: dict[str, Tensor | float], buffers: Params,
+              support: tuple[Tensor, Tensor], problem: Problem, steps: int,
+              first_order: bool) -> Params:
+    """`steps` SGD steps on the support loss over the parameters named in `lrs`.
+
+    Differentiable through the steps; `first_order` treats each inner gradient as a
+    constant (FOMAML), which drops the second-order terms of the meta-gradient."""
+    x, y = support
+
+    def support_loss(trainable: Params, frozen: Params) -> Tensor:
+        return problem.loss(problem.forward({**frozen, **trainable}, buffers, x), y)
+
+    for _ in range(steps):
+        trainable = {k: params[k] for k in lrs}
+        frozen = {k: v for k, v in params.items() if k not in lrs}
+        grads = grad(support_loss)(trainable, frozen)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        params = {**params, **{k: params[k] - lrs[k] * grads[k] for k in lrs}}
+    return params
+
+
+def shard_meta_grad(algo: Algorithm, meta: Params, buffers: Params, tasks: Task,
+                    problem: Problem, cfg: AlgorithmConfig, batching: Batching
+                    ) -> tuple[Params, dict[str, Tensor]]:
+    """Sum over a shard's tasks of the meta-gradient and of each metric."""
+
+    def one(task):
+        return algo.task_grad(meta, buffers, task, problem, cfg)
+
+    if batching == "vmap":
+        grads, metrics = vmap(one)(tasks)
+        return _sum0(grads), _sum0(metrics)
+    total_grads, total_metrics = None, None
+    for i in range(_n_tasks(tasks)):
+        grads, metrics = one({k: v[i] for k, v in tasks.items()})
+        total_grads = grads if total_grads is None else _add(total_grads, grads)
+        total_metrics = metrics if total_metrics is None else _add(total_metrics, metrics)
+    return total_grads, total_metrics
+
+
+def evaluate_shard(algo: Algorithm, meta: Params, buffers: Params, tasks: Task,
+                   problem: Problem, cfg: AlgorithmConfig, steps: int, batching: Batching
+                   ) -> dict[str, Tensor]:
+    """Per-task pre- and post-adaptation metrics (each of shape (n_tasks,)), no meta-grad."""
+
+    def one(task):
+        post, pre = task_scores(algo, meta, buffers, task, problem, cfg, steps)
+        return {k: v.detach() for k, v in pair_metrics(pre, post).items()}
+
+    with torch.no_grad():
+        if batching == "vmap":
+            return vmap(one)(tasks)
+        rows = [one({k: v[i] for k, v in tasks.items()}) for i in range(_n_tasks(tasks))]
+        return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def pair_metrics(pre: dict, post: dict) -> dict[str, Tensor]:
+    out = {f"pre_{k}": v.detach() for k, v in pre.items()}
+    out.update({f"post_{k}": v.detach() for k, v in post.items()})
+    return out
+
+
+def _n_tasks(tasks: Task) -> int:
+    return next(iter(tasks.values())).shape[0]
+
+
+def _sum0(d: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.sum(0) for k, v in d.items()}
+
+
+def _add(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: a[k] + b[k] for k in a}

@@ -1,0 +1,22 @@
+"""Meta-SGD (Li et al. 2017): MAML with a learned inner learning rate per parameter
+element, meta-learned beside the initialisation (starting at `inner_lr`)."""
+
+import torch
+
+from distmeta.algorithms.core import Algorithm, sgd_adapt
+
+LR_PREFIX = "inner_lr:"
+
+
+class MetaSGD(Algorithm):
+    def init(self, model_params, cfg):
+        lrs = {LR_PREFIX + k: torch.full_like(v, cfg.inner_lr) for k, v in model_params.items()}
+        return {**model_params, **lrs}
+
+    def model_params(self, meta):
+        return {k: v for k, v in meta.items() if not k.startswith(LR_PREFIX)}
+
+    def adapt(self, meta, buffers, support, problem, cfg, steps):
+        params = self.model_params(meta)
+        lrs = {k: meta[LR_PREFIX + k] for k in params}
+        return sgd_adapt(params, lrs, buffers, support, problem, steps, cfg.first_order)

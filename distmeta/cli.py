@@ -1,0 +1,160 @@
+"""`distmeta` command line: a thin layer over the public API.
+
+    distmeta train CONFIG [--set KEY=VALUE]... [--out DIR] [--address ADDR] [--resume]
+    distmeta eval RUN_DIR_OR_CHECKPOINT [--tasks N] [--split test] [--steps K] [--json]
+    distmeta presets
+
+Bad input exits with status 2 and one line on stderr starting `error:`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from distmeta.config import load_config, presets, read_yaml
+from distmeta.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other input error
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="distmeta", description="Distributed meta-learning on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="meta-train from a YAML config or preset")
+    train.add_argument("config", help="YAML file or preset name (see `distmeta presets`)")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a dotted config key; repeatable")
+    train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
+    train.add_argument("--address", help="an existing Ray cluster (HOST:PORT or auto)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its newest checkpoint")
+
+    ev = sub.add_parser("eval", help="pre/post-adaptation scores on held-out tasks")
+    ev.add_argument("checkpoint", help="a run directory or a checkpoint file")
+    ev.add_argument("--tasks", type=int, default=100, help="held-out tasks (default 100)")
+    ev.add_argument("--split", default="test", help="train, val or test (default test)")
+    ev.add_argument("--steps", type=int, default=None,
+                    help="inner steps (default: the run's algorithm.eval_inner_steps)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub.add_parser("presets", help="list the built-in configs")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "eval":
+            return _eval(args)
+        return _presets()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train(args) -> int:
+    config = load_config(args.config, args.overrides)
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        raise UserError("--resume: name the run directory to continue with --out DIR")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{Path(args.config).stem}-{stamp}"
+
+    from distmeta.runtime import MetaLearner
+
+    progress = _Progress(config.iterations)
+    started_ray = False
+    try:
+        import ray
+
+        started_ray = config.num_workers > 0 and not ray.is_initialized()
+        with MetaLearner(config, out_dir=out, address=args.address, resume=args.resume) as learner:
+            progress.start(learner.iteration)
+            last = learner.train(progress.update)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: distmeta train {args.config} --out {out} --resume",
+              file=sys.stderr)
+        return 130
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    progress.finish()
+    if last is not None:
+        print(f"done: {config.iterations} iterations, {_describe(last)}")
+    print(f"run directory: {out}")
+    return 0
+
+
+def _eval(args) -> int:
+    from distmeta.runtime import evaluate
+
+    result = evaluate(args.checkpoint, tasks=args.tasks, split=args.split, steps=args.steps)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['checkpoint']} (iteration {result['iteration']}): {result['tasks']} "
+          f"{result['split']} tasks, {result['inner_steps']} inner steps")
+    for phase in ("pre_adaptation", "post_adaptation"):
+        cells = [f"{k} {v['mean']:.4f} ± {v['ci95']:.4f}" for k, v in result[phase].items()]
+        print(f"  {phase:<16} " + "   ".join(cells))
+    return 0
+
+
+def _presets() -> int:
+    for name, path in presets().items():
+        raw = read_yaml(str(path))
+        task = raw.get("task", {}).get("family", "?")
+        algo = raw.get("algorithm", {}).get("name", "?")
+        print(f"{name:<22} {algo} on {task}")
+    return 0
+
+
+def _describe(line: dict) -> str:
+    text = f"pre-adaptation loss {line['pre_adaptation']['loss']:.4f}, " \
+           f"post {line['post_adaptation']['loss']:.4f}"
+    if "accuracy" in line["post_adaptation"]:
+        text += f", accuracy pre {line['pre_adaptation']['accuracy']:.3f} " \
+                f"post {line['post_adaptation']['accuracy']:.3f}"
+    return text
+
+
+class _Progress:
+    """A live line on a terminal; periodic lines (about 20 a run) in a log."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.live = sys.stderr.isatty()
+        self.every = max(1, total // 20)
+
+    def start(self, iteration: int) -> None:
+        self.first, self.t0 = iteration, time.perf_counter()
+
+    def update(self, line: dict) -> None:
+        i = line["iteration"]
+        rate = (i - self.first) / max(time.perf_counter() - self.t0, 1e-9)
+        text = f"iter {i}/{self.total}  {rate:.2f} it/s  {_describe(line)}"
+        if self.live:
+            print(f"\r{text}\033[K", end="", file=sys.stderr, flush=True)
+        elif i % self.every == 0 or i == self.total:
+            print(text, file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.live:
+            print(file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

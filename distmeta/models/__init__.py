@@ -1,0 +1,95 @@
+"""Networks as plain `nn.Module`s. They are templates for `torch.func.functional_call`:
+parameters live in dicts outside the module, which is never cloned or mutated.
+
+Every model names its final layer `head` (absent for embedding models such as ProtoNets'),
+which is what ANIL adapts, and says which task batching ran faster for it (`preferred_batching`,
+measured in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from distmeta.config import ModelConfig
+from distmeta.errors import ConfigError
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network, e.g. 1-40-40-1 for sinusoid regression."""
+
+    preferred_batching = "vmap"
+
+    def __init__(self, in_features: int, hidden_sizes: tuple[int, ...], out_features: int | None):
+        super().__init__()
+        layers, width = [], in_features
+        for h in hidden_sizes:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.body = nn.Sequential(nn.Flatten(), *layers)
+        self.head = nn.Linear(width, out_features) if out_features else None
+        self.embedding_dim = width
+
+    def forward(self, x):
+        z = self.body(x)
+        return self.head(z) if self.head is not None else z
+
+
+class ScaleShift(nn.Module):
+    """Per-channel affine after a non-affine BatchNorm.
+
+    With torch 2.13, `vmap` of a second-order meta-gradient through `BatchNorm2d`'s own
+    adapted affine weight/bias disagrees with the per-task loop (~3e-2 relative, float64);
+    the same maths as a separate scale-and-shift is exact (tests/models)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class Conv4(nn.Module):
+    """The standard few-shot backbone: 4 x [conv3x3, BatchNorm, ReLU, maxpool 2].
+
+    BatchNorm uses the statistics of the batch it sees (no running averages), as in MAML:
+    there are no buffers to carry between tasks and evaluation sees the same normalisation."""
+
+    preferred_batching = "loop"
+
+    def __init__(self, in_channels: int, image_size: int, channels: int, out_features: int | None):
+        super().__init__()
+        blocks, c, size = [], in_channels, image_size
+        for _ in range(4):
+            blocks += [
+                nn.Conv2d(c, channels, 3, padding=1),
+                nn.BatchNorm2d(channels, affine=False, track_running_stats=False),
+                ScaleShift(channels),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            c, size = channels, size // 2
+        self.body = nn.Sequential(*blocks, nn.Flatten())
+        self.embedding_dim = channels * max(size, 1) ** 2
+        self.head = nn.Linear(self.embedding_dim, out_features) if out_features else None
+
+    def forward(self, x):
+        z = self.body(x)
+        return self.head(z) if self.head is not None else z
+
+
+def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
+    """The model for a task family's input shape; `out_features=None` for an embedding."""
+    name = cfg.name
+    if name == "auto":
+        name = "conv4" if len(input_shape) == 3 else "mlp"
+    if name == "conv4":
+        if len(input_shape) != 3:
+            raise ConfigError(
+                f"model.name: conv4 needs image inputs (C, H, W); the task gives {input_shape}"
+            )
+        return Conv4(input_shape[0], input_shape[1], cfg.channels, out_features)
+    return MLP(math.prod(input_shape), cfg.hidden_sizes, out_features)

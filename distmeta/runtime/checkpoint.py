@@ -1,0 +1,76 @@
+"""Checkpoint files: written atomically, found newest first, read with one-line errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from distmeta.errors import UserError
+
+_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Run `write(file)` into a temporary file beside `path`, then rename it into place, so
+    a reader never sees a half-written file whatever happens mid-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_path(directory: Path, iteration: int) -> Path:
+    return directory / f"ckpt-{iteration:07d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoints in `directory`, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(directory: Path, iteration: int, state: dict, keep: int) -> Path:
+    path = checkpoint_path(directory, iteration)
+    atomic_write(path, lambda f: torch.save(state, f))
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint: {path} does not exist") from None
+    except Exception as exc:  # torch raises many types for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint: cannot read {path}: {reason[:200]}") from None
+    if not isinstance(state, dict) or "meta_params" not in state or "config" not in state:
+        raise UserError(f"checkpoint: {path} is not a distmeta checkpoint")
+    return state
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the newest checkpoint of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
+        if not found:
+            raise UserError(f"checkpoint: no checkpoint in run directory {path}")
+        return found[-1]
+    if not path.exists():
+        raise UserError(f"checkpoint: {path} does not exist; expected a run directory or .pt file")
+    return path

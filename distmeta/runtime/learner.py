@@ -1,0 +1,299 @@
+"""`MetaLearner`: the central meta-learner (the driver of a training run).
+
+Per meta-iteration: the meta-parameters go into Ray's object store once (as numpy: cheap
+to serialise), every `AdaptationWorker` gets the same reference and the indices of its
+shard of tasks, samples and adapts to them on its own device, and returns
+`(grad_sum, n_tasks, metric_sums)`. The learner takes the task-weighted mean, clips, steps
+its outer optimiser, appends a metrics line and checkpoints.
+
+    learner = MetaLearner(load_config("sinusoid-maml"), out_dir="runs/sine")
+    learner.train()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from distmeta.algorithms import ALGORITHMS
+from distmeta.config import Config
+from distmeta.errors import UserError
+from distmeta.runtime.checkpoint import (
+    atomic_write,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from distmeta.runtime.worker import ShardRunner, build_problem
+
+# Keys that may change between a run and its resumption without changing its results.
+RESUMABLE_CHANGES = {"iterations", "num_workers", "checkpoint_every", "runtime"}
+
+
+def split_shards(n_tasks: int, n_shards: int) -> list[list[int]]:
+    """Task indices 0..n_tasks-1 in `n_shards` contiguous shards whose sizes differ by <= 1."""
+    bounds = np.linspace(0, n_tasks, n_shards + 1).round().astype(int)
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(n_shards)]
+
+
+def initial_meta_params(config: Config, family) -> dict[str, torch.Tensor]:
+    """Meta-parameters at iteration 0: a function of the seed alone."""
+    torch.manual_seed(config.seed)
+    model = build_problem(config, family).model
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    return ALGORITHMS[config.algorithm.name].init(params, config.algorithm)
+
+
+class MetaLearner:
+    """Runs meta-training for one config, in-process (`num_workers: 0`) or on Ray workers.
+
+    `out_dir` (optional) receives `config.yaml`, `metrics.jsonl` and `checkpoints/`;
+    `resume=True` continues from its newest checkpoint. `address` names a running Ray
+    cluster; without it a local Ray is started (or the one already initialised is used)."""
+
+    def __init__(self, config: Config, out_dir: str | Path | None = None,
+                 address: str | None = None, resume: bool = False):
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        state = self._prepare_out_dir(resume)
+        self.family = config.task.make_family()
+        self.family.prepare()
+
+        self.meta = {k: v.requires_grad_() for k, v in initial_meta_params(config, self.family).items()}
+        algo = config.algorithm
+        optimizer_cls = torch.optim.Adam if algo.outer_optimizer == "adam" else torch.optim.SGD
+        self.optimizer = optimizer_cls(list(self.meta.values()), lr=algo.outer_lr)
+        self.iteration = 0
+        if state is not None:
+            self._load_state(state)
+
+        self._workers: list = []
+        self._local: ShardRunner | None = None
+        if config.num_workers == 0:
+            self._local = ShardRunner(config, self.family)
+        else:
+            self._start_workers(address)
+
+    # -- the meta-iteration -----------------------------------------------------------
+
+    def step(self) -> dict:
+        """One meta-iteration; returns its metrics line."""
+        start = time.perf_counter()
+        config = self.config
+        meta_np = {k: v.detach().cpu().numpy() for k, v in self.meta.items()}
+        shards = split_shards(config.meta_batch_size, max(config.num_workers, 1))
+        if self._local is not None:
+            results = [self._local.meta_grad(meta_np, self.iteration, s) for s in shards]
+        else:
+            import ray
+
+            meta_ref = ray.put(meta_np)
+            results = ray.get([w.meta_grad.remote(meta_ref, self.iteration, s)
+                               for w, s in zip(self._workers, shards)])
+
+        n_tasks = sum(n for _, n, _ in results)
+        grads = {k: sum(g[k] for g, _, _ in results) / n_tasks for k in self.meta}
+        sums = {k: sum(m[k] for _, _, m in results) for k in results[0][2]}
+        for k, p in self.meta.items():
+            p.grad = torch.from_numpy(np.ascontiguousarray(grads[k])).to(p.dtype)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(
+            list(self.meta.values()), config.algorithm.grad_clip or math.inf))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+
+        elapsed = time.perf_counter() - start
+        line = {
+            "iteration": self.iteration,
+            "meta_loss": sums["post_loss"] / n_tasks,
+            "pre_adaptation": _scores(sums, "pre", n_tasks),
+            "post_adaptation": _scores(sums, "post", n_tasks),
+            "grad_norm": grad_norm,
+            "tasks_per_s": n_tasks / elapsed,
+            "time_s": elapsed,
+        }
+        if self.out_dir is not None:
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+        return line
+
+    def train(self, on_iteration: Callable[[dict], None] | None = None) -> dict | None:
+        """Iterate up to `config.iterations`, checkpointing on schedule and at the end."""
+        line = None
+        while self.iteration < self.config.iterations:
+            line = self.step()
+            if on_iteration is not None:
+                on_iteration(line)
+            done = self.iteration == self.config.iterations
+            if self.out_dir is not None and (done or self.iteration % self.config.checkpoint_every == 0):
+                self.save_checkpoint()
+        return line
+
+    # -- state ------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {
+            "version": 1,
+            "iteration": self.iteration,
+            "meta_params": {k: v.detach().clone() for k, v in self.meta.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        return save_checkpoint(self.out_dir / "checkpoints", self.iteration, self.state(),
+                               self.config.runtime.keep_checkpoints)
+
+    def _load_state(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.meta.items():
+                v.copy_(state["meta_params"][k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration = int(state["iteration"])
+
+    def _prepare_out_dir(self, resume: bool) -> dict | None:
+        """Validate the run directory before any work; the resume state, if resuming."""
+        if self.out_dir is None:
+            if resume:
+                raise UserError("--resume: needs the run directory to resume (--out DIR)")
+            return None
+        ckpt_dir = self.out_dir / "checkpoints"
+        metrics = self.out_dir / "metrics.jsonl"
+        if not resume:
+            if list_checkpoints(ckpt_dir) or metrics.exists():
+                raise UserError(
+                    f"--out: {self.out_dir} already holds a run; pass --resume to continue it "
+                    "or choose another --out"
+                )
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _write_yaml(self.out_dir / "config.yaml", self.config.to_dict())
+            return None
+        found = list_checkpoints(ckpt_dir)
+        if not found:
+            raise UserError(f"--resume: no checkpoint in {ckpt_dir}; start it without --resume")
+        state = load_checkpoint(found[-1])
+        _check_resumable(state["config"], self.config.to_dict(), found[-1])
+        if state["iteration"] > self.config.iterations:
+            raise UserError(
+                f"iterations: got {self.config.iterations}, but the checkpoint is at iteration "
+                f"{state['iteration']}; expected at least that"
+            )
+        _truncate_metrics(metrics, state["iteration"])
+        _write_yaml(self.out_dir / "config.yaml", self.config.to_dict())
+        return state
+
+    # -- Ray --------------------------------------------------------------------------
+
+    def _start_workers(self, address: str | None) -> None:
+        import ray
+
+        config = self.config
+        cpu = config.runtime.resources_per_worker.cpu
+        needed_cpus = config.num_workers * cpu
+        if not ray.is_initialized():
+            if address is None and needed_cpus > (os.cpu_count() or 1):
+                raise UserError(
+                    f"num_workers: {config.num_workers} workers x runtime.resources_per_worker.cpu "
+                    f"{cpu:g} need {needed_cpus:g} CPUs; this machine has {os.cpu_count()}"
+                )
+            connect_ray(address)
+        total = ray.cluster_resources()
+        if needed_cpus > total.get("CPU", 0):
+            raise UserError(
+                f"num_workers: {config.num_workers} workers x runtime.resources_per_worker.cpu "
+                f"{cpu:g} need {needed_cpus:g} CPUs; the Ray cluster has {total.get('CPU', 0):g}"
+            )
+        gpu = gpus_per_worker(config.runtime.resources_per_worker.gpu, total.get("GPU", 0),
+                              config.num_workers)
+        family_ref = ray.put(self.family)  # the dataset reaches every worker once, by reference
+        actor = ray.remote(ShardRunner)
+        threads = max(1, int(cpu))
+        self._workers = [
+            actor.options(num_cpus=cpu, num_gpus=gpu).remote(config, family_ref, threads)
+            for _ in range(config.num_workers)
+        ]
+
+    def close(self) -> None:
+        """Stop the workers (Ray itself stays up for whoever started it)."""
+        if self._workers:
+            import ray
+
+            for w in self._workers:
+                ray.kill(w)
+            self._workers = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def gpus_per_worker(requested: float | None, cluster_gpus: float, num_workers: int) -> float:
+    """Unset: one GPU each when there are enough, else an even share (packing several
+    workers per GPU), none on a CPU-only cluster."""
+    if requested is not None:
+        return requested
+    if cluster_gpus <= 0:
+        return 0
+    return min(1.0, math.floor(cluster_gpus / num_workers * 1e4) / 1e4)
+
+
+def connect_ray(address: str | None) -> None:
+    """Start a local Ray (no dashboard), or connect to the cluster at `address`."""
+    import ray
+
+    if address is None:
+        ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+        return
+    if address != "auto":
+        host, _, port = address.rpartition(":")
+        host = host.removeprefix("ray://")
+        if not host or not port.isdigit():
+            raise UserError(f"--address: got '{address}'; expected HOST:PORT or 'auto'")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise UserError(f"--address: cannot reach a Ray cluster at {address}: {exc}") from None
+    try:
+        ray.init(address=address, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--address: cannot connect to Ray at {address}: {reason}") from None
+
+
+def _scores(sums: dict, prefix: str, n: int) -> dict:
+    return {k.removeprefix(prefix + "_"): v / n for k, v in sums.items() if k.startswith(prefix + "_")}
+
+
+def _check_resumable(saved: dict, current: dict, path: Path) -> None:
+    for key in sorted(set(saved) | set(current)):
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
+            raise UserError(
+                f"--resume: config key '{key}' is {current.get(key)!r} but the run in "
+                f"{path.parent.parent} used {saved.get(key)!r}; resume with the run's config"
+            )
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop metrics lines past the checkpoint so the resumed run appends without gaps."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["iteration"] <= iteration]
+    atomic_write(path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    atomic_write(path, lambda f: f.write(yaml.safe_dump(data, sort_keys=False).encode()))

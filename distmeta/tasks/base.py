@@ -1,0 +1,67 @@
+"""The `TaskFamily` interface: a distribution over tasks, sampled one task per seed.
+
+A task is a dict of numpy arrays with a support set (what adaptation sees) and a query set
+(what the adapted model is scored on):
+
+    support_x (K, *input_shape)   support_y (K, 1) float  | (K,) int64 class ids 0..n-1
+    query_x   (Q, *input_shape)   query_y   (Q, 1) float  | (Q,) int64
+
+To add a family, subclass `TaskFamily`, set `kind`, `input_shape` and `output_dim`, write
+`sample_task`, and name it in a config as `task: {family: "mypkg.mod:MyFamily", ...}`: every
+other key of `task:` is passed to the constructor. A dataclass family gets its fields typed
+and checked like the rest of the config. Put cheap validation in the constructor (it runs
+when the config is built, before Ray starts) and heavy loading in `prepare`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal, Sequence
+
+import numpy as np
+import torch
+
+SPLITS = ("train", "val", "test")
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1
+
+
+class TaskFamily(ABC):
+    """A distribution over tasks; subclasses are plain data, picklable to Ray workers."""
+
+    kind: ClassVar[Literal["regression", "classification"]]
+    """`regression` scores with mean squared error; `classification` with cross-entropy
+    over `output_dim` classes, and reports accuracy too."""
+
+    @property
+    @abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example, e.g. (1,) or (1, 28, 28)."""
+
+    @property
+    @abstractmethod
+    def output_dim(self) -> int:
+        """Regression targets per example, or classes per task (N of N-way)."""
+
+    @abstractmethod
+    def sample_task(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
+        """One task drawn with `rng` from `split` (one of train, val, test)."""
+
+    def prepare(self) -> None:
+        """Load whatever is heavy (datasets). Called once in the driver, before the family
+        is shipped to workers through Ray's object store. Must be idempotent."""
+
+    def sample(self, rngs: Sequence[np.random.Generator], split: str) -> dict[str, torch.Tensor]:
+        """A task batch: each array of `sample_task` stacked on a new leading task axis."""
+        tasks = [self.sample_task(rng, split) for rng in rngs]
+        return {k: torch.from_numpy(np.stack([t[k] for t in tasks])) for k in tasks[0]}
+
+
+def train_task_rng(seed: int, iteration: int, index: int) -> np.random.Generator:
+    """The generator of task `index` of meta-iteration `iteration`: a function of the run
+    seed and the task's place alone, so tasks do not depend on how shards are split."""
+    return np.random.default_rng([seed, _TRAIN_STREAM, iteration, index])
+
+
+def eval_task_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of evaluation task `index` of `split`; disjoint from training draws."""
+    return np.random.default_rng([seed, _EVAL_STREAM, SPLITS.index(split), index])
