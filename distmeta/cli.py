@@ -1,7 +1,8 @@
 """`distmeta` command line: a thin layer over the public API.
 
     distmeta train CONFIG [--set KEY=VALUE]... [--out DIR] [--address ADDR] [--resume]
-    distmeta eval RUN_DIR_OR_CHECKPOINT [--tasks N] [--split test] [--steps K] [--json]
+    distmeta eval RUN_DIR_OR_CHECKPOINT [--tasks N] [--split test] [--steps K]
+                  [--set KEY=VALUE]... [--json]
     distmeta presets
 
 Bad input exits with status 2 and one line on stderr starting `error:`.
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--split", default="test", help="train, val or test (default test)")
     ev.add_argument("--steps", type=int, default=None,
                     help="inner steps (default: the run's algorithm.eval_inner_steps)")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="change task.*, runtime.*, algorithm.eval_inner_steps or inner_lr")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("presets", help="list the built-in configs")
@@ -101,7 +104,8 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from distmeta.runtime import evaluate
 
-    result = evaluate(args.checkpoint, tasks=args.tasks, split=args.split, steps=args.steps)
+    result = evaluate(args.checkpoint, tasks=args.tasks, split=args.split, steps=args.steps,
+                      overrides=args.overrides)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -13,3 +13,32 @@ def omniglot_dir() -> Path:
     if not (path / "images_background.npz").is_file():
         pytest.fail(f"Omniglot test data missing at {path}; set DISTMETA_OMNIGLOT")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray (2 CPUs, no dashboard) shared by the tests that need actors."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture()
+def sine_config():
+    """A small, fast sinusoid MAML config; `sine_config(key=value, ...)` overrides keys."""
+    from distmeta.config import Config, apply_overrides
+
+    base = {
+        "seed": 3, "iterations": 10, "meta_batch_size": 5, "num_workers": 0,
+        "checkpoint_every": 5,
+        "task": {"family": "sinusoid", "k_support": 5, "k_query": 5},
+        "model": {"name": "mlp", "hidden_sizes": [16, 16]},
+        "algorithm": {"name": "maml", "inner_lr": 0.02, "outer_lr": 0.01},
+    }
+
+    def make(**overrides):
+        return Config.from_dict(apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()]))
+
+    return make

@@ -5,7 +5,6 @@ Nothing is adapted: `adapt` returns the parameters unchanged, so pre- and post-a
 scores coincide; the support set enters through `predict`."""
 
 import torch
-import torch.nn.functional as F
 
 from distmeta.algorithms.core import Algorithm
 
@@ -20,6 +19,8 @@ class ProtoNet(Algorithm):
         # One forward over support and query together: BatchNorm sees both, as in the paper.
         embedded = problem.forward(params, buffers, torch.cat([support_x, x]))
         support_z, query_z = embedded[:n_support], embedded[n_support:]
-        onehot = F.one_hot(support_y, problem.n_classes).to(support_z.dtype)
+        # A comparison, not F.one_hot: one_hot reads tensor values, which vmap forbids.
+        classes = torch.arange(problem.n_classes, device=support_y.device)
+        onehot = (support_y[:, None] == classes).to(support_z.dtype)
         prototypes = (onehot.T @ support_z) / onehot.sum(0)[:, None]
         return -((query_z[:, None, :] - prototypes[None]) ** 2).sum(-1)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from distmeta.config import Config
+from distmeta.config import Config, apply_overrides
 from distmeta.errors import UserError
 from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint
+from distmeta.runtime.learner import initial_meta_params
 from distmeta.runtime.worker import ShardRunner
 from distmeta.tasks import SPLITS
 
@@ -20,11 +21,19 @@ def summarise(values: np.ndarray) -> dict:
     return {"mean": float(values.mean()), "ci95": float(half)}
 
 
+# What evaluation may change in the run's config: where the data is, the episode shape
+# (ProtoNets take any n_way), how it runs, and the adaptation at test time.
+EVAL_OVERRIDABLE = ("task.", "runtime.", "algorithm.eval_inner_steps=", "algorithm.inner_lr=")
+
+
 def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
-             steps: int | None = None) -> dict:
+             steps: int | None = None, overrides: list[str] = ()) -> dict:
     """Adapt the checkpoint's meta-parameters to `tasks` tasks of `split` with `steps` inner
     steps (default: the config's `algorithm.eval_inner_steps`) and report the pre- and
-    post-adaptation query loss (and accuracy for classification) as mean and ci95."""
+    post-adaptation query loss (and accuracy for classification) as mean and ci95.
+
+    `overrides` (`KEY=VALUE`) change the run's config for evaluation: `task.*` (e.g. the
+    data_dir on this machine), `runtime.*`, `algorithm.eval_inner_steps`, `algorithm.inner_lr`."""
     if tasks < 1:
         raise UserError(f"--tasks: got {tasks}; expected at least 1")
     if split not in SPLITS:
@@ -32,12 +41,27 @@ def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
     if steps is not None and steps < 0:
         raise UserError(f"--steps: got {steps}; expected >= 0")
     path = resolve_checkpoint(checkpoint)
+    for item in overrides:
+        if not item.startswith(EVAL_OVERRIDABLE):
+            raise UserError(
+                f"--set: got '{item}'; evaluation may change only task.*, runtime.*, "
+                "algorithm.eval_inner_steps and algorithm.inner_lr"
+            )
     state = load_checkpoint(path)
-    config = Config.from_dict(state["config"])
+    config = Config.from_dict(apply_overrides(state["config"], list(overrides)))
     steps = config.algorithm.steps_for_eval if steps is None else steps
 
     family = config.task.make_family()
     family.prepare()
+    expected = {k: tuple(v.shape) for k, v in initial_meta_params(config, family).items()}
+    found = {k: tuple(v.shape) for k, v in state["meta_params"].items()}
+    if expected != found:
+        diff = next(k for k in sorted(set(expected) | set(found)) if expected.get(k) != found.get(k))
+        raise UserError(
+            f"--set: the checkpoint's parameter {diff} has shape {found.get(diff)}, the config "
+            f"for evaluation needs {expected.get(diff)}; keep the model's shape (e.g. task.n_way "
+            "for models with a head)"
+        )
     runner = ShardRunner(config, family)
     meta = {k: v.numpy() for k, v in state["meta_params"].items()}
     chunk = config.meta_batch_size

@@ -1,0 +1,118 @@
+"""N-way K-shot classification episodes over any class-indexed image set.
+
+A subclass hands over each split's images as one uint8 array (classes, examples, H, W) and
+says how many 90-degree rotations of a class count as classes of their own; this module
+draws the episodes.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from distmeta.errors import ConfigError
+from distmeta.tasks.base import TaskFamily
+
+
+@dataclass
+class EpisodeFamily(TaskFamily):
+    """N-way K-shot Q-query episodes: N classes of a split, K support and Q query images each.
+
+    The N classes are drawn without replacement from the split's classes (rotations
+    included, see `rotations`) and labelled 0..N-1 in the order drawn; each class gets K + Q
+    distinct examples, the first K for support. Images come back as float32 in [0, 1] shaped
+    (N*K, 1, H, W) and (N*Q, 1, H, W), labels as int64, grouped by class.
+
+    Subclasses implement `split_images` (and `input_shape` when knowing it means loading
+    data) and check their sizes with `check_episode_fits` once they know them.
+    """
+
+    kind = "classification"
+
+    n_way: int = 5
+    """Classes per episode (N of N-way)."""
+    k_shot: int = 1
+    """Support examples per class (K of K-shot)."""
+    q_query: int = 15
+    """Query examples per class."""
+
+    def __post_init__(self):
+        for name in ("n_way", "k_shot", "q_query"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"task.{name}: got {value}; expected an integer >= 1")
+
+    @abstractmethod
+    def split_images(self, split: str) -> np.ndarray:
+        """The images of `split`: uint8 (classes, examples, H, W), 0 background, 255 ink."""
+
+    def rotations(self, split: str) -> int:
+        """How many quarter turns of each class are classes of `split`: 1 for the class
+        alone, 4 for the class and its 90, 180 and 270 degree rotations (square images)."""
+        return 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, *self.split_images("train").shape[2:])
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_way
+
+    def check_episode_fits(
+        self,
+        classes: Mapping[str, int],
+        examples_per_class: int,
+        source: str = "the data",
+        examples: str = "examples per class",
+    ) -> None:
+        """Raise ConfigError unless every split has n_way classes and every class has
+        k_shot + q_query examples. `classes` counts each split's classes before rotation;
+        `source` and `examples` word the message: "{source} has 20 {examples}"."""
+        split, available = min(
+            ((s, n * self.rotations(s)) for s, n in classes.items()), key=lambda item: item[1]
+        )
+        if self.n_way > available:
+            raise ConfigError(
+                f"task.n_way: got {self.n_way}; the {split} split has {available} classes; "
+                f"expected at most {available}"
+            )
+        needed = self.k_shot + self.q_query
+        if needed > examples_per_class:
+            raise ConfigError(
+                f"task.k_shot + task.q_query: got {self.k_shot} + {self.q_query} = {needed}; "
+                f"{source} has {examples_per_class} {examples}; "
+                f"expected at most {examples_per_class}"
+            )
+
+    def sample_indices(self, rng: np.random.Generator, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The draw behind `sample_task`: classes (N,) and examples (N, K+Q) of each.
+
+        Class c stands for `split_images(split)[c // R]` turned c % R quarter turns, where
+        R = `rotations(split)`; row i of examples indexes that class's examples.
+        """
+        num_classes, num_examples = self.split_images(split).shape[:2]
+        classes = rng.choice(num_classes * self.rotations(split), self.n_way, replace=False)
+        # Sorting random keys draws a without-replacement subset for all classes at once.
+        examples = rng.random((self.n_way, num_examples)).argsort(axis=1)
+        return classes, examples[:, : self.k_shot + self.q_query]
+
+    def sample_task(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
+        classes, examples = self.sample_indices(rng, split)
+        source, turns = np.divmod(classes, self.rotations(split))
+        images = self.split_images(split)[source[:, None], examples]
+        for turn in np.unique(turns[turns > 0]):
+            images[turns == turn] = np.rot90(images[turns == turn], turn, axes=(2, 3))
+        images = np.divide(images, 255, dtype=np.float32)[:, :, None]
+
+        n, k, q = self.n_way, self.k_shot, self.q_query
+        labels = np.arange(n, dtype=np.int64)
+        return {
+            "support_x": images[:, :k].reshape(n * k, *images.shape[2:]),
+            "support_y": np.repeat(labels, k),
+            "query_x": images[:, k:].reshape(n * q, *images.shape[2:]),
+            "query_y": np.repeat(labels, q),
+        }

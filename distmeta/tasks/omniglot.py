@@ -1,0 +1,188 @@
+"""Omniglot few-shot classification (Lake et al. 2015) with the Vinyals et al. (2016) split."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from distmeta.errors import ConfigError, UserError
+from distmeta.tasks.episodes import EpisodeFamily
+
+SIDE = 105
+"""Height and width of an original Omniglot image."""
+DRAWERS = 20
+"""Drawings of each character, one per person (drawer)."""
+PARTS = {"images_background": 964, "images_evaluation": 659}
+"""The two official sets in character-id order: background ids 1..964, evaluation 965..1623."""
+SPLIT_IDS = {"train": (1, 1200), "val": (1201, 1300), "test": (1301, 1623)}
+"""First and last character id (1-based) of each split."""
+LAYOUTS = (".npz", ".zip", "")
+"""Accepted forms of each set in data_dir, tried in this order, by name suffix ("": folder)."""
+
+_PNG_NAME = re.compile(r"(?:^|/)character\d+/(\d+)_(\d+)\.png$")
+_RESIZE_CHUNK = 2048  # images per resize step: ~90 MB of float32 at 105x105
+
+
+@dataclass
+class Omniglot(EpisodeFamily):
+    """N-way K-shot episodes of handwritten characters: 1623 characters x 20 drawers.
+
+    Characters are ordered by their official id (the 964 background characters, then the
+    659 evaluation ones) and split as in Vinyals et al. (2016): meta-train the first 1200,
+    meta-val the next 100, meta-test the last 323. In meta-train each character's 90, 180
+    and 270 degree rotations are classes of their own (4800 train classes); val and test
+    use the characters as drawn. Images are area-averaged from 105x105 to `image_size`.
+    """
+
+    data_dir: str = "data/omniglot"
+    """Folder holding images_background.npz + images_evaluation.npz, or the official
+    images_background.zip + images_evaluation.zip, or those zips extracted."""
+    image_size: int = 28
+    """Side of the square images fed to the model (1 to 105)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= self.image_size <= SIDE:
+            raise ConfigError(
+                f"task.image_size: got {self.image_size}; expected 1 to {SIDE} "
+                f"(Omniglot images are {SIDE}x{SIDE})"
+            )
+        self.check_episode_fits(
+            {split: last - first + 1 for split, (first, last) in SPLIT_IDS.items()},
+            DRAWERS,
+            source="Omniglot",
+            examples="drawers per character",
+        )
+        self._suffix()  # fail on a bad data_dir now, before Ray starts
+        self._images: np.ndarray | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, self.image_size, self.image_size)
+
+    def rotations(self, split: str) -> int:
+        return 4 if split == "train" else 1
+
+    def character_ids(self, split: str) -> np.ndarray:
+        """Official ids of the characters of `split`, in class order."""
+        first, last = SPLIT_IDS[split]
+        return np.arange(first, last + 1)
+
+    def split_images(self, split: str) -> np.ndarray:
+        self.prepare()
+        first, last = SPLIT_IDS[split]
+        return self._images[first - 1 : last]
+
+    def prepare(self) -> None:
+        """Read all 1623 characters into memory, resized (about 25 MB at 28x28)."""
+        if self._images is not None:
+            return
+        suffix = self._suffix()
+        first = 1
+        parts = []
+        for name, count in PARTS.items():
+            path = Path(self.data_dir).expanduser() / (name + suffix)
+            parts.append(_resize(_read_part(path, first, count), self.image_size))
+            first += count
+        self._images = np.concatenate(parts)
+
+    def _suffix(self) -> str:
+        """The name suffix of the layout found in data_dir."""
+        root = Path(self.data_dir).expanduser()
+        for suffix in LAYOUTS:
+            paths = [root / (name + suffix) for name in PARTS]
+            if all(p.is_file() if suffix else p.is_dir() for p in paths):
+                return suffix
+        expected = (
+            "images_background.npz + images_evaluation.npz, or images_background.zip + "
+            "images_evaluation.zip, or the folders images_background/ + images_evaluation/"
+        )
+        problem = "holds none of" if root.is_dir() else "is not a folder; expected one holding"
+        raise ConfigError(f"task.data_dir: '{root}' {problem} {expected}")
+
+
+def read_omniglot_pngs(root: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every character under `root`, a folder or a .zip of the official PNG layout
+    `<Alphabet>/characterNN/<id>_<drawer>.png` (at any depth).
+
+    Returns the character ids, ascending, and their images: bool (characters, drawers,
+    105, 105) with drawers in ascending order, True for paper as in the PNGs.
+    """
+    root = Path(root)
+    if root.is_dir():
+        names = [p.relative_to(root).as_posix() for p in root.rglob("*.png")]
+        return _decode_pngs(root, names, lambda name: (root / name).read_bytes())
+    try:
+        archive = zipfile.ZipFile(root)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{root}: cannot read it as a folder or zip of PNGs: {exc}") from None
+    with archive:
+        return _decode_pngs(root, archive.namelist(), archive.read)
+
+
+def _decode_pngs(root: Path, names: list[str], read) -> tuple[np.ndarray, np.ndarray]:
+    found = {}
+    for name in names:
+        match = _PNG_NAME.search(name)
+        if match:
+            found[int(match[1]), int(match[2])] = name
+    if not found:
+        raise UserError(f"{root}: no Omniglot PNGs <Alphabet>/characterNN/<id>_<drawer>.png")
+    # Alphabet folders sort differently from character ids, so order by the file names.
+    ids = np.unique([key[0] for key in found])
+    drawers = np.unique([key[1] for key in found])
+    if len(found) != len(ids) * len(drawers):
+        raise UserError(
+            f"{root}: characters have different sets of drawers; expected every character "
+            f"drawn by the same {len(drawers)} drawers"
+        )
+    images = np.empty((len(ids), len(drawers), SIDE, SIDE), dtype=bool)
+    for (char, drawer), name in found.items():
+        image = np.asarray(Image.open(io.BytesIO(read(name))).convert("L")) >= 128
+        if image.shape != (SIDE, SIDE):
+            raise UserError(f"{root}/{name}: image is {image.shape}; expected ({SIDE}, {SIDE})")
+        images[np.searchsorted(ids, char), np.searchsorted(drawers, drawer)] = image
+    return ids, images
+
+
+def _read_part(path: Path, first_id: int, count: int) -> np.ndarray:
+    """Paper masks (count, 20, 105, 105) of characters first_id.. from an npz, zip or folder."""
+    if path.suffix == ".npz":
+        with np.load(path) as archive:
+            images = archive["images"]
+        if images.shape != (count, DRAWERS, SIDE, SIDE):
+            raise UserError(
+                f"{path}: 'images' has shape {images.shape}; "
+                f"expected ({count}, {DRAWERS}, {SIDE}, {SIDE})"
+            )
+        return images
+    ids, images = read_omniglot_pngs(path)
+    expected = np.arange(first_id, first_id + count)
+    if not np.array_equal(ids, expected) or images.shape[1] != DRAWERS:
+        missing = np.setdiff1d(expected, ids)
+        raise UserError(
+            f"{path}: found {len(ids)} characters x {images.shape[1]} drawers, "
+            f"{len(missing)} of ids {first_id}..{expected[-1]} missing; "
+            f"expected all {count} characters x {DRAWERS} drawers"
+        )
+    return images
+
+
+def _resize(paper: np.ndarray, size: int) -> np.ndarray:
+    """Area-averaged ink as uint8 (…, size, size), 0 paper to 255 ink, from paper masks."""
+    flat = torch.from_numpy(paper.reshape(-1, 1, SIDE, SIDE))
+    out = torch.empty((len(flat), 1, size, size), dtype=torch.uint8)
+    for start in range(0, len(flat), _RESIZE_CHUNK):
+        ink = (~flat[start : start + _RESIZE_CHUNK]).float()
+        out[start : start + _RESIZE_CHUNK] = (
+            F.interpolate(ink, size=(size, size), mode="area").mul(255).round().to(torch.uint8)
+        )
+    return out.numpy().reshape(*paper.shape[:-2], size, size)

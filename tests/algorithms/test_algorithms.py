@@ -1,0 +1,239 @@
+"""Algorithms as pure functions: exact meta-gradients, vmap == loop, each algorithm's rule."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torch.func import grad, vmap
+
+from distmeta.algorithms import ALGORITHMS, Problem, evaluate_shard, shard_meta_grad, task_scores
+from distmeta.config import AlgorithmConfig, ModelConfig
+from distmeta.models import Conv4, ScaleShift, make_model
+from distmeta.tasks.sinusoid import Sinusoid
+from distmeta.tasks import train_task_rng
+
+
+def sinusoid_setup(n_tasks=4, dtype=torch.float64, hidden=(8, 8)):
+    torch.manual_seed(0)
+    family = Sinusoid(k_support=5, k_query=6)
+    model = make_model(ModelConfig(hidden_sizes=hidden), family.input_shape, 1).to(dtype)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    tasks = {k: v.to(dtype) for k, v in
+             family.sample([train_task_rng(1, 0, i) for i in range(n_tasks)], "train").items()}
+    return Problem(model, "regression"), params, tasks
+
+
+def reference_maml_grad(params, tasks, lr, steps, first_order):
+    """MAML's meta-gradient by plain autograd on a hand-written MLP (no torch.func)."""
+    meta = {k: v.clone().requires_grad_() for k, v in params.items()}
+    names = sorted({k.rsplit(".", 1)[0] for k in meta})  # layers in order: body.1, body.3, head
+
+    def forward(p, x):
+        h = x
+        for i, layer in enumerate(names):
+            h = h @ p[f"{layer}.weight"].T + p[f"{layer}.bias"]
+            if i < len(names) - 1:
+                h = torch.relu(h)
+        return h
+
+    total = 0
+    for i in range(tasks["support_x"].shape[0]):
+        fast = dict(meta)
+        for _ in range(steps):
+            loss = F.mse_loss(forward(fast, tasks["support_x"][i]), tasks["support_y"][i])
+            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
+            fast = {k: v - lr * g for (k, v), g in zip(fast.items(), grads)}
+        total = total + F.mse_loss(forward(fast, tasks["query_x"][i]), tasks["query_y"][i])
+    grads = torch.autograd.grad(total, list(meta.values()))
+    return dict(zip(meta, grads))
+
+
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_maml_meta_gradient_matches_autograd_reference(batching, first_order):
+    problem, params, tasks = sinusoid_setup()
+    cfg = AlgorithmConfig(name="maml", inner_lr=0.05, inner_steps=2, first_order=first_order)
+    grads, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, problem, cfg, batching)
+    ref = reference_maml_grad(params, tasks, 0.05, 2, first_order)
+    for k in ref:
+        torch.testing.assert_close(grads[k], ref[k], rtol=1e-10, atol=1e-12)
+
+
+def test_second_order_terms_are_present():
+    problem, params, tasks = sinusoid_setup()
+    second = AlgorithmConfig(name="maml", inner_lr=0.05, inner_steps=2)
+    first = dataclasses.replace(second, first_order=True)
+    g2, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, problem, second, "vmap")
+    g1, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, problem, first, "vmap")
+    rel = max(((g2[k] - g1[k]).norm() / g2[k].norm()).item() for k in g2)
+    assert rel > 1e-3  # well above float64 noise: the Hessian-vector terms are in g2
+
+
+@pytest.mark.parametrize("name", ["maml", "metasgd", "anil", "reptile"])
+def test_vmap_equals_loop(name):
+    problem, params, tasks = sinusoid_setup(n_tasks=5)
+    cfg = AlgorithmConfig(name=name, inner_lr=0.05, inner_steps=2)
+    algo = ALGORITHMS[name]
+    meta = algo.init(params, cfg)
+    gv, mv = shard_meta_grad(algo, meta, {}, tasks, problem, cfg, "vmap")
+    gl, ml = shard_meta_grad(algo, meta, {}, tasks, problem, cfg, "loop")
+    assert gv.keys() == meta.keys()
+    for k in gv:
+        torch.testing.assert_close(gv[k], gl[k], rtol=1e-10, atol=1e-12)
+    for k in mv:
+        torch.testing.assert_close(mv[k], ml[k], rtol=1e-10, atol=1e-12)
+    ev = evaluate_shard(algo, meta, {}, tasks, problem, cfg, 3, "vmap")
+    el = evaluate_shard(algo, meta, {}, tasks, problem, cfg, 3, "loop")
+    for k in ev:
+        assert ev[k].shape == (5,)
+        torch.testing.assert_close(ev[k], el[k], rtol=1e-10, atol=1e-12)
+
+
+def test_anil_adapts_only_the_head():
+    problem, params, tasks = sinusoid_setup(n_tasks=1)
+    cfg = AlgorithmConfig(name="anil", inner_lr=0.1, inner_steps=1)
+    support = (tasks["support_x"][0], tasks["support_y"][0])
+    adapted = ALGORITHMS["anil"].adapt(params, {}, support, problem, cfg, 1)
+    changed = {k for k in params if not torch.equal(adapted[k], params[k])}
+    assert changed == {"head.weight", "head.bias"}
+    grads, _ = shard_meta_grad(ALGORITHMS["anil"], params, {}, tasks, problem, cfg, "vmap")
+    assert all(grads[k].abs().sum() > 0 for k in params)  # the outer step still moves the body
+
+
+def test_metasgd_learns_per_parameter_rates():
+    problem, params, tasks = sinusoid_setup()
+    cfg = AlgorithmConfig(name="metasgd", inner_lr=0.05)
+    algo = ALGORITHMS["metasgd"]
+    meta = algo.init(params, cfg)
+    assert len(meta) == 2 * len(params)
+    assert algo.model_params(meta).keys() == params.keys()
+    grads, _ = shard_meta_grad(algo, meta, {}, tasks, problem, cfg, "vmap")
+    rate_grads = [g for k, g in grads.items() if k.startswith("inner_lr:")]
+    assert len(rate_grads) == len(params) and all(g.abs().sum() > 0 for g in rate_grads)
+    # With every rate equal to inner_lr, Meta-SGD's initialisation gradient is MAML's.
+    maml, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, problem, cfg, "vmap")
+    for k in params:
+        torch.testing.assert_close(grads[k], maml[k], rtol=1e-10, atol=1e-12)
+
+
+def test_reptile_gradient_is_the_step_toward_the_adapted_parameters():
+    problem, params, tasks = sinusoid_setup(n_tasks=2)
+    cfg = AlgorithmConfig(name="reptile", inner_lr=0.1, inner_steps=3)
+    algo = ALGORITHMS["reptile"]
+    grads, _ = shard_meta_grad(algo, params, {}, tasks, problem, cfg, "loop")
+    expected = {k: 0 for k in params}
+    for i in range(2):
+        support = (tasks["support_x"][i], tasks["support_y"][i])
+        adapted = algo.adapt(params, {}, support, problem, cfg, 3)
+        expected = {k: expected[k] + params[k] - adapted[k] for k in params}
+    for k in params:
+        torch.testing.assert_close(grads[k], expected[k])
+
+
+def test_protonet_classifies_by_nearest_prototype():
+    # An identity-like embedding: a 2-d MLP with no hidden nonlinearity effect on separable data.
+    torch.manual_seed(0)
+    model = make_model(ModelConfig(hidden_sizes=(16,)), (2,), None).double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    problem = Problem(model, "classification", n_classes=3)
+    centres = torch.tensor([[-20.0, 0.0], [20.0, 0.0], [0.0, 20.0]], dtype=torch.float64)
+    support_y = torch.tensor([0, 1, 2, 0, 1, 2])
+    query_y = torch.tensor([2, 1, 0])
+    support_x = centres[support_y] + 0.1 * torch.randn(6, 2, dtype=torch.float64)
+    query_x = centres[query_y] + 0.1 * torch.randn(3, 2, dtype=torch.float64)
+    logits = ALGORITHMS["protonet"].predict(params, {}, (support_x, support_y), query_x, problem)
+    assert logits.shape == (3, 3)
+    assert torch.equal(logits.argmax(-1), query_y)
+    task = {"support_x": support_x, "support_y": support_y, "query_x": query_x, "query_y": query_y}
+    cfg = AlgorithmConfig(name="protonet")
+    grads, metrics = shard_meta_grad(ALGORITHMS["protonet"], params, {},
+                                     {k: v[None] for k, v in task.items()}, problem, cfg, "vmap")
+    assert metrics["post_accuracy"] == 1.0
+    assert metrics["pre_loss"] == metrics["post_loss"]  # nothing is adapted
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+class SmoothBatchNormNet(torch.nn.Module):
+    """Conv4's normalisation block with smooth activations: with ReLU and max-pool, the
+    adapted parameters jump where an inner-loop activation changes sign, which finite
+    differences cannot see past."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1),
+            torch.nn.BatchNorm2d(4, affine=False, track_running_stats=False),
+            ScaleShift(4),
+            torch.nn.Tanh(),
+            torch.nn.AvgPool2d(4),
+            torch.nn.Flatten(),
+        )
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def image_tasks(n_tasks, size):
+    rng = np.random.default_rng(0)
+    return {
+        "support_x": torch.from_numpy(rng.random((n_tasks, 6, 1, size, size))),
+        "support_y": torch.tensor([[0, 1, 2, 0, 1, 2]] * n_tasks),
+        "query_x": torch.from_numpy(rng.random((n_tasks, 3, 1, size, size))),
+        "query_y": torch.tensor([[2, 0, 1]] * n_tasks),
+    }
+
+
+def test_conv4_vmapped_second_order_meta_gradient_equals_loop():
+    torch.manual_seed(0)
+    model = Conv4(in_channels=1, image_size=16, channels=4, out_features=3).double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    problem, tasks = Problem(model, "classification", 3), image_tasks(3, 16)
+    cfg = AlgorithmConfig(name="maml", inner_lr=0.1, inner_steps=2)
+    gv, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, problem, cfg, "vmap")
+    gl, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, problem, cfg, "loop")
+    assert {k for k in gv if "weight" in k and k.startswith("body")}  # ScaleShift is adapted
+    for k in gv:
+        torch.testing.assert_close(gv[k], gl[k], rtol=1e-9, atol=1e-12)
+
+
+def grad_of_vmapped_loss(algo, params, tasks, problem, cfg):
+    """The other way to batch tasks: one `grad` of the summed, vmapped task losses."""
+
+    def total(p):
+        per_task = vmap(lambda t: task_scores(algo, p, {}, t, problem, cfg, cfg.inner_steps)[0]["loss"])
+        return per_task(tasks).sum()
+
+    return grad(total)(params)
+
+
+@pytest.mark.parametrize("batching", ["vmap", "loop", "grad_of_vmap"])
+def test_batchnorm_scale_shift_second_order_gradient_matches_finite_differences(batching):
+    """The BatchNorm trap: with torch 2.13, `grad` of a vmapped second-order loss through
+    BatchNorm2d's own adapted affine weight/bias is wrong; Conv4's non-affine BatchNorm +
+    ScaleShift must agree with central differences in float64 whichever way tasks batch."""
+    torch.manual_seed(0)
+    model = SmoothBatchNormNet().double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    problem, tasks = Problem(model, "classification", 3), image_tasks(2, 8)
+    cfg = AlgorithmConfig(name="maml", inner_lr=0.5, inner_steps=2)
+    algo = ALGORITHMS["maml"]
+    if batching == "grad_of_vmap":
+        grads = grad_of_vmapped_loss(algo, params, tasks, problem, cfg)
+    else:
+        grads, _ = shard_meta_grad(algo, params, {}, tasks, problem, cfg, batching)
+
+    def meta_loss(p):
+        return shard_meta_grad(algo, p, {}, tasks, problem, cfg, "loop")[1]["post_loss"].item()
+
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        direction = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
+        eps = 1e-5
+        numeric = (meta_loss({k: params[k] + eps * direction[k] for k in params})
+                   - meta_loss({k: params[k] - eps * direction[k] for k in params})) / (2 * eps)
+        analytic = sum((grads[k] * direction[k]).sum().item() for k in params)
+        assert abs(numeric - analytic) <= 1e-7 * max(1.0, abs(analytic))

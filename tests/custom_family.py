@@ -1,0 +1,34 @@
+"""A user's own task family, outside distmeta, for the dotted-path tests."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from distmeta import TaskFamily
+
+
+@dataclass
+class Linear(TaskFamily):
+    """y = a x + b with a, b ~ U[-1, 1]."""
+
+    kind = "regression"
+    points: int = 4
+
+    @property
+    def input_shape(self):
+        return (1,)
+
+    @property
+    def output_dim(self):
+        return 1
+
+    def sample_task(self, rng, split):
+        a, b = rng.uniform(-1, 1, size=2)
+        x = rng.uniform(-1, 1, size=(2 * self.points, 1)).astype(np.float32)
+        y = (a * x + b).astype(np.float32)
+        return {"support_x": x[: self.points], "support_y": y[: self.points],
+                "query_x": x[self.points:], "query_y": y[self.points:]}
+
+
+class NotAFamily:
+    pass

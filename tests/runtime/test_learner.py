@@ -1,0 +1,150 @@
+"""The driver in-process (`num_workers: 0`): learning, checkpoints, resume, bad input."""
+
+import json
+
+import pytest
+import torch
+
+from distmeta.errors import UserError
+from distmeta.runtime import MetaLearner, evaluate, split_shards
+from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
+
+
+def params_of(learner):
+    return {k: v.detach().clone() for k, v in learner.meta.items()}
+
+
+@pytest.mark.parametrize("n_tasks, n_shards", [(25, 1), (25, 2), (5, 2), (7, 3), (4, 4)])
+def test_shards_are_balanced_and_cover_every_task_once(n_tasks, n_shards):
+    shards = split_shards(n_tasks, n_shards)
+    assert len(shards) == n_shards and sum(shards, []) == list(range(n_tasks))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_maml_learns_sinusoids(sine_config):
+    cfg = sine_config(iterations=300, meta_batch_size=10, **{"model.hidden_sizes": "[40, 40]",
+                      "algorithm.inner_lr": 0.01, "algorithm.outer_lr": 0.001})
+    learner = MetaLearner(cfg)
+    first = learner.step()
+    learner.train()
+    before = evaluate_params(learner, cfg, first=True)
+    assert learner.iteration == 300
+    # Meta-training lowers post-adaptation loss on held-out tasks well below the start.
+    after = evaluate_params(learner, cfg)
+    assert after < 0.8 * before, (before, after)
+    assert first["post_adaptation"]["loss"] > 0
+
+
+def evaluate_params(learner, cfg, first=False):
+    from distmeta.runtime.learner import initial_meta_params
+
+    params = initial_meta_params(cfg, learner.family) if first else learner.meta
+    meta = {k: v.detach().numpy() for k, v in params.items()}
+    rows = learner._local.evaluate(meta, "test", range(200), 1)
+    return float(rows["post_loss"].mean())
+
+
+def test_run_directory_layout_and_metrics(tmp_path, sine_config):
+    cfg = sine_config(iterations=7, checkpoint_every=3)
+    MetaLearner(cfg, out_dir=tmp_path).train()
+    assert (tmp_path / "config.yaml").is_file()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 8))
+    for key in ("iteration", "meta_loss", "pre_adaptation", "post_adaptation", "tasks_per_s", "time_s"):
+        assert key in lines[0]
+    assert set(lines[0]["post_adaptation"]) == {"loss"}
+    # Checkpoints at 3, 6 and the end (7); none half-written.
+    names = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert names == ["ckpt-0000003.pt", "ckpt-0000006.pt", "ckpt-0000007.pt"]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+    state = load_checkpoint(tmp_path / "checkpoints" / "ckpt-0000007.pt")
+    assert state["iteration"] == 7 and state["config"] == cfg.to_dict()
+    assert {"meta_params", "optimizer", "torch_rng"} <= set(state)
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path, sine_config):
+    cfg = sine_config(iterations=6, checkpoint_every=1, **{"runtime.keep_checkpoints": 2})
+    MetaLearner(cfg, out_dir=tmp_path).train()
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [
+        "ckpt-0000005.pt", "ckpt-0000006.pt"]
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile"])
+def test_resume_continues_exactly(tmp_path, sine_config, algorithm):
+    name = {"algorithm.name": algorithm}
+    whole = MetaLearner(sine_config(iterations=20, **name))
+    whole.train()
+    MetaLearner(sine_config(iterations=10, **name), out_dir=tmp_path).train()
+    resumed = MetaLearner(sine_config(iterations=20, **name), out_dir=tmp_path, resume=True)
+    assert resumed.iteration == 10
+    resumed.train()
+    for k, v in params_of(whole).items():
+        assert torch.equal(v, params_of(resumed)[k]), k
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 21))
+
+
+def test_resume_drops_metrics_past_the_checkpoint(tmp_path, sine_config):
+    MetaLearner(sine_config(iterations=7, checkpoint_every=5), out_dir=tmp_path).train()
+    (tmp_path / "checkpoints" / "ckpt-0000007.pt").unlink()  # as if killed after iteration 7
+    learner = MetaLearner(sine_config(iterations=9, checkpoint_every=5), out_dir=tmp_path, resume=True)
+    assert learner.iteration == 5
+    learner.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 10))
+
+
+def test_run_directory_errors(tmp_path, sine_config):
+    MetaLearner(sine_config(iterations=2), out_dir=tmp_path).train()
+    with pytest.raises(UserError, match=r"^--out: .* already holds a run; pass --resume"):
+        MetaLearner(sine_config(iterations=2), out_dir=tmp_path)
+    with pytest.raises(UserError, match=r"^--resume: config key 'seed' is 4 but the run in .* used 3"):
+        MetaLearner(sine_config(iterations=4, seed=4), out_dir=tmp_path, resume=True)
+    with pytest.raises(UserError, match=r"^iterations: got 1, but the checkpoint is at iteration 2"):
+        MetaLearner(sine_config(iterations=1), out_dir=tmp_path, resume=True)
+    with pytest.raises(UserError, match=r"^--resume: no checkpoint in "):
+        MetaLearner(sine_config(), out_dir=tmp_path / "empty", resume=True)
+
+
+def test_damaged_checkpoints_are_refused_in_one_line(tmp_path, sine_config):
+    MetaLearner(sine_config(iterations=2), out_dir=tmp_path).train()
+    ckpt = tmp_path / "checkpoints" / "ckpt-0000002.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
+    with pytest.raises(UserError, match=r"^checkpoint: cannot read .*ckpt-0000002.pt") as info:
+        evaluate(tmp_path)
+    assert "\n" not in str(info.value)
+    other = tmp_path / "other.pt"
+    torch.save({"hello": 1}, other)
+    with pytest.raises(UserError, match=r"^checkpoint: .*other.pt is not a distmeta checkpoint"):
+        evaluate(other)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"^checkpoint: no checkpoint in run directory"):
+        evaluate(tmp_path / "empty")
+    with pytest.raises(UserError, match=r"^checkpoint: .*missing does not exist"):
+        evaluate(tmp_path / "missing")
+
+
+def test_evaluate_reports_means_and_confidence(tmp_path, sine_config):
+    MetaLearner(sine_config(iterations=3), out_dir=tmp_path).train()
+    result = evaluate(tmp_path, tasks=30, split="val", steps=2)
+    assert result["tasks"] == 30 and result["split"] == "val" and result["inner_steps"] == 2
+    for phase in ("pre_adaptation", "post_adaptation"):
+        assert set(result[phase]) == {"loss"}
+        assert result[phase]["loss"]["mean"] > 0 and result[phase]["loss"]["ci95"] > 0
+    # The same tasks and parameters give the same numbers: evaluation is deterministic.
+    assert evaluate(tmp_path, tasks=30, split="val", steps=2) == result
+    zero = evaluate(tmp_path, tasks=30, split="val", steps=0)
+    assert zero["pre_adaptation"] == zero["post_adaptation"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tasks": 0}, r"^--tasks: got 0"),
+    ({"split": "dev"}, r"^--split: got 'dev'; expected one of train, val, test"),
+    ({"steps": -1}, r"^--steps: got -1"),
+    ({"overrides": ["algorithm.name=reptile"]}, r"^--set: got 'algorithm.name=reptile'"),
+    ({"overrides": ["model.hidden_sizes=[3]"]}, r"^--set: got 'model.hidden_sizes"),
+])
+def test_evaluate_rejects_bad_input(tmp_path, sine_config, kwargs, message):
+    MetaLearner(sine_config(iterations=1), out_dir=tmp_path).train()
+    with pytest.raises(UserError, match=message):
+        evaluate(tmp_path, **kwargs)

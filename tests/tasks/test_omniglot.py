@@ -1,0 +1,214 @@
+"""Omniglot on the real data: the split protocol, the PNG reader, episodes, bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from distmeta.config import Config
+from distmeta.errors import ConfigError, UserError
+from distmeta.tasks.omniglot import Omniglot, read_omniglot_pngs
+
+SPLITS = ("train", "val", "test")
+
+
+@pytest.fixture(scope="module")
+def omniglot(omniglot_dir: Path) -> Omniglot:
+    """Loaded once for the module, through the lazy path: sample_task before prepare()."""
+    family = Omniglot(data_dir=str(omniglot_dir))
+    family.sample_task(np.random.default_rng(0), "test")
+    return family
+
+
+@pytest.fixture(scope="module")
+def paper(omniglot_dir: Path) -> np.ndarray:
+    """All 1623 characters from the npz files, index = id - 1, True for paper."""
+    sets = ("images_background", "images_evaluation")
+    return np.concatenate([np.load(omniglot_dir / f"{name}.npz")["images"] for name in sets])
+
+
+def test_splits_are_the_vinyals_protocol(omniglot):
+    ids = {split: omniglot.character_ids(split) for split in SPLITS}
+    assert [len(ids[s]) for s in SPLITS] == [1200, 100, 323]
+    assert np.array_equal(np.concatenate([ids[s] for s in SPLITS]), np.arange(1, 1624))
+    classes = [len(omniglot.split_images(s)) * omniglot.rotations(s) for s in SPLITS]
+    assert classes == [1200 * 4, 100, 323]
+    for split in SPLITS:
+        images = omniglot.split_images(split)
+        assert images.shape == (len(ids[split]), 20, 28, 28) and images.dtype == np.uint8
+
+
+def test_split_rows_are_the_characters_by_id_area_averaged(omniglot, paper):
+    for split in SPLITS:
+        ids = omniglot.character_ids(split)
+        for row in (0, len(ids) - 1):
+            ink = torch.from_numpy(~paper[ids[row] - 1]).float()[:, None]
+            expected = F.interpolate(ink, size=(28, 28), mode="area")[:, 0] * 255
+            got = omniglot.split_images(split)[row]
+            assert np.array_equal(got, expected.round().to(torch.uint8).numpy())
+            assert got.max() == 255 and (got == 0).mean() > 0.5  # ink on paper
+
+
+def test_no_image_is_in_two_splits_even_rotated(omniglot):
+    train = omniglot.split_images("train").reshape(-1, 28, 28)
+    seen = {image.tobytes() for turns in range(4) for image in np.rot90(train, turns, (1, 2))}
+    for split in ("val", "test"):
+        images = {image.tobytes() for image in omniglot.split_images(split).reshape(-1, 28, 28)}
+        assert not images & seen
+        seen |= images
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("n_way, k_shot, q_query", [(5, 1, 15), (20, 5, 15)])
+def test_episode_layout(omniglot, split, n_way, k_shot, q_query):
+    family = Omniglot(data_dir=omniglot.data_dir, n_way=n_way, k_shot=k_shot, q_query=q_query)
+    family._images = omniglot._images  # reuse the module's load rather than read it again
+    task = family.sample_task(np.random.default_rng(1), split)
+    assert family.input_shape == (1, 28, 28)
+    assert task["support_x"].shape == (n_way * k_shot, 1, 28, 28)
+    assert task["query_x"].shape == (n_way * q_query, 1, 28, 28)
+    assert task["support_x"].dtype == task["query_x"].dtype == np.float32
+    assert task["support_y"].dtype == task["query_y"].dtype == np.int64
+    assert 0 <= task["query_x"].min() and task["query_x"].max() <= 1
+    assert family.output_dim == n_way
+    assert np.bincount(task["support_y"], minlength=n_way).tolist() == [k_shot] * n_way
+    assert np.bincount(task["query_y"], minlength=n_way).tolist() == [q_query] * n_way
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_episode_images_are_the_drawn_characters(omniglot, split):
+    rotations = omniglot.rotations(split)
+    turns_seen = set()
+    for seed in range(10):
+        task = omniglot.sample_task(np.random.default_rng(seed), split)
+        classes, drawers = omniglot.sample_indices(np.random.default_rng(seed), split)
+        assert len(set(classes)) == 5 and all(len(set(row)) == 16 for row in drawers)
+        for label, (cls, row) in enumerate(zip(classes, drawers)):
+            character, turns = divmod(int(cls), rotations)
+            expected = np.rot90(omniglot.split_images(split)[character, row], turns, (1, 2))
+            support = task["support_x"][task["support_y"] == label, 0]
+            query = task["query_x"][task["query_y"] == label, 0]
+            assert np.array_equal(np.concatenate([support, query]), expected / np.float32(255))
+            turns_seen.add(turns)
+    assert turns_seen == ({0, 1, 2, 3} if split == "train" else {0})
+
+
+def test_support_and_query_images_of_a_class_differ(omniglot):
+    # On the test split: train holds two pixel-identical drawings (Braille id 192, drawers
+    # 3 and 19) that an episode may rightly split between support and query.
+    for seed in range(10):
+        task = omniglot.sample_task(np.random.default_rng(seed), "test")
+        for label in range(5):
+            support = task["support_x"][task["support_y"] == label]
+            query = task["query_x"][task["query_y"] == label]
+            assert not (support[:, None] == query[None]).all(axis=(2, 3, 4)).any()
+
+
+def test_same_seed_same_episode_other_seed_another(omniglot):
+    first, again, other = (
+        omniglot.sample_task(np.random.default_rng(seed), "train") for seed in (3, 3, 4)
+    )
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not np.array_equal(first["support_x"], other["support_x"])
+
+
+def test_pickled_family_carries_its_data(omniglot, tmp_path):
+    copy = pickle.loads(pickle.dumps(omniglot))
+    copy.data_dir = str(tmp_path / "gone")  # a worker without the files
+    rng = np.random.default_rng(5), np.random.default_rng(5)
+    task, shipped = omniglot.sample_task(rng[0], "val"), copy.sample_task(rng[1], "val")
+    assert all(np.array_equal(task[k], shipped[k]) for k in task)
+
+
+def test_png_reader_matches_npz_on_zip_and_folder(omniglot_dir, paper, tmp_path):
+    source = omniglot_dir / "images_background_small1.zip"
+    with zipfile.ZipFile(source) as archive:
+        archive.extractall(tmp_path)
+    folder = tmp_path / "images_background_small1"
+    # Balinese has the lowest ids; renamed to sort last, it shows order comes from ids.
+    (folder / "Balinese").rename(folder / "Zz_Balinese")
+    ranges = json.loads((omniglot_dir / "alphabet_id_ranges.json").read_text())
+    alphabets = ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"]
+    expected_ids = np.concatenate([np.arange(ranges[a][0], ranges[a][1] + 1) for a in alphabets])
+    for root in (source, folder):
+        ids, images = read_omniglot_pngs(root)
+        assert np.array_equal(ids, expected_ids)
+        assert images.dtype == bool and np.array_equal(images, paper[ids - 1])
+
+
+def test_png_folders_in_data_dir_are_read_and_checked(omniglot_dir, paper, tmp_path):
+    for name, ids in (("images_background", [1, 2]), ("images_evaluation", [965])):
+        for char in ids:
+            drawing = tmp_path / name / "Script" / f"character{char:02d}"
+            drawing.mkdir(parents=True)
+            for drawer in range(1, 21):
+                image = Image.fromarray(paper[char - 1, drawer - 1])
+                image.save(drawing / f"{char:04d}_{drawer:02d}.png")
+    family = Omniglot(data_dir=str(tmp_path))
+    with pytest.raises(UserError, match="images_background: found 2 characters x 20 drawers, "
+                       r"962 of ids 1\.\.964 missing"):
+        family.prepare()
+
+
+def test_zip_layout_is_accepted_and_a_broken_zip_is_a_user_error(tmp_path):
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        (tmp_path / name).write_bytes(b"not a zip")
+    family = Omniglot(data_dir=str(tmp_path))
+    with pytest.raises(UserError, match="images_background.zip: cannot read"):
+        family.prepare()
+
+
+def test_missing_data_dir(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ConfigError, match=r"^task\.data_dir: .*nowhere' is not a folder") as err:
+        Omniglot(data_dir=str(missing))
+    assert "images_background.npz + images_evaluation.npz" in str(err.value)
+
+
+@pytest.mark.parametrize("files", [[], ["images_background.npz"], ["images_background.zip"]])
+def test_data_dir_without_a_complete_layout(tmp_path, files):
+    for name in files:
+        (tmp_path / name).touch()
+    with pytest.raises(ConfigError, match=r"^task\.data_dir: .* holds none of images_background"):
+        Omniglot(data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            {"n_way": 101},
+            "task.n_way: got 101; the val split has 100 classes; expected at most 100",
+        ),
+        ({"n_way": 0}, "task.n_way: got 0; expected an integer >= 1"),
+        ({"k_shot": 0}, "task.k_shot: got 0; expected an integer >= 1"),
+        ({"q_query": -1}, "task.q_query: got -1; expected an integer >= 1"),
+        (
+            {"k_shot": 1, "q_query": 20},
+            "task.k_shot + task.q_query: got 1 + 20 = 21; Omniglot has 20 drawers per "
+            "character; expected at most 20",
+        ),
+        ({"image_size": 106}, "task.image_size: got 106; expected 1 to 105"),
+    ],
+)
+def test_bad_options_are_config_errors(omniglot_dir, options, message):
+    with pytest.raises(ConfigError) as err:
+        Omniglot(data_dir=str(omniglot_dir), **options)
+    assert str(err.value).startswith(message)
+
+
+def test_config_validates_omniglot_before_loading(omniglot_dir):
+    task = {"family": "omniglot", "data_dir": str(omniglot_dir), "n_way": 20, "k_shot": 5}
+    config = Config.from_dict({"task": task})
+    assert config.task.make_family().output_dim == 20
+    with pytest.raises(ConfigError, match=r"^task\.k_shot \+ task\.q_query: got 6 \+ 15"):
+        Config.from_dict({"task": {**task, "k_shot": 6}})
