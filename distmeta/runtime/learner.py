@@ -16,6 +16,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -216,6 +217,11 @@ class MetaLearner:
             )
         gpu = gpus_per_worker(config.runtime.resources_per_worker.gpu, total.get("GPU", 0),
                               config.num_workers)
+        module = type(self.family).__module__
+        if module.split(".")[0] != "distmeta":
+            # A user's family module need not be importable on the workers (nor installed on
+            # the cluster's nodes): ship its code with the pickled family instead.
+            ray.cloudpickle.register_pickle_by_value(sys.modules[module])
         family_ref = ray.put(self.family)  # the dataset reaches every worker once, by reference
         actor = ray.remote(ShardRunner)
         threads = max(1, int(cpu))

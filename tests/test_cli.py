@@ -1,0 +1,104 @@
+"""End-to-end runs of the `distmeta` command, as a user types it."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+DISTMETA = shutil.which("distmeta")
+
+
+def run(*args, check=True, timeout=300):
+    assert DISTMETA, "the distmeta console script is not installed (pip install -e .)"
+    proc = subprocess.run([DISTMETA, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_presets_lists_the_builtins():
+    out = run("presets").stdout
+    for name in ("sinusoid-maml", "omniglot-maml", "omniglot-protonet"):
+        assert name in out
+
+
+def test_train_then_eval_sinusoid_in_process(tmp_path):
+    out = tmp_path / "run"
+    run("train", "sinusoid-maml", "--set", "iterations=6", "--set", "num_workers=0",
+        "--set", "checkpoint_every=4", "--out", out)
+    assert (out / "config.yaml").is_file()
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 7))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "ckpt-0000004.pt", "ckpt-0000006.pt"]
+
+    result = json.loads(run("eval", out, "--tasks", "20", "--json").stdout)
+    assert result["tasks"] == 20
+    for phase in ("pre_adaptation", "post_adaptation"):
+        assert set(result[phase]["loss"]) == {"mean", "ci95"}
+    text = run("eval", out / "checkpoints" / "ckpt-0000004.pt", "--tasks", "5").stdout
+    assert "post_adaptation" in text and "iteration 4" in text
+
+    # Continue the same run to 9 iterations.
+    run("train", "sinusoid-maml", "--set", "iterations=9", "--set", "num_workers=0",
+        "--set", "checkpoint_every=4", "--out", out, "--resume")
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 10))
+
+
+def test_main_job_on_an_embedded_local_ray(tmp_path):
+    """The README's quick start: the preset's 2 workers on a local Ray started for it."""
+    out = tmp_path / "run"
+    proc = run("train", "sinusoid-maml", "--set", "iterations=4", "--out", out)
+    assert "done: 4 iterations" in proc.stdout
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_omniglot_protonet_train_and_eval(tmp_path, omniglot_dir):
+    out = tmp_path / "run"
+    run("train", "omniglot-protonet", "--set", f"task.data_dir={omniglot_dir}",
+        "--set", "iterations=2", "--set", "num_workers=0", "--set", "meta_batch_size=1",
+        "--set", "task.q_query=2", "--out", out)
+    result = json.loads(run("eval", out, "--tasks", "6", "--set", "task.n_way=5",
+                            "--set", "task.q_query=5", "--json").stdout)
+    assert set(result["post_adaptation"]) == {"loss", "accuracy"}
+    assert 0 <= result["post_adaptation"]["accuracy"]["mean"] <= 1
+
+
+def bad_checkpoint(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    return path
+
+
+@pytest.mark.parametrize("args, names", [
+    (["train", "no-such-preset"], "config: 'no-such-preset'"),
+    (["train", "sinusoid-maml", "--set", "algorithm.bogus=1"], "unknown key 'algorithm.bogus'"),
+    (["train", "sinusoid-maml", "--set", "iterations=ten"], "iterations: got 'ten'"),
+    (["train", "sinusoid-maml", "--set", "algorithm.outer_lr=0"], "algorithm.outer_lr: got 0.0"),
+    (["train", "omniglot-maml", "--set", "task.data_dir={omniglot}", "--set", "task.n_way=200"],
+     "task.n_way: got 200"),
+    (["train", "omniglot-maml", "--set", "task.data_dir={omniglot}", "--set", "task.k_shot=10"],
+     "task.k_shot + task.q_query: got 10 + 15 = 25"),
+    (["train", "omniglot-maml", "--set", "task.data_dir={tmp}/nowhere"], "task.data_dir: "),
+    (["train", "sinusoid-maml", "--set", "num_workers=1", "--address", "127.0.0.1:1"],
+     "--address: cannot reach a Ray cluster at 127.0.0.1:1"),
+    (["train", "sinusoid-maml", "--set", "num_workers=1", "--address", "nonsense"],
+     "--address: got 'nonsense'"),
+    (["train", "sinusoid-maml", "--resume"], "--resume: name the run directory"),
+    (["eval", "{tmp}/broken.pt"], "checkpoint: cannot read"),
+    (["eval", "{tmp}/absent"], "checkpoint: "),
+    (["eval", "{tmp}", "--tasks", "x"], "argument --tasks: invalid int value"),
+    (["frobnicate"], "argument command: invalid choice"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, omniglot_dir, args, names):
+    bad_checkpoint(tmp_path)
+    args = [a.format(omniglot=omniglot_dir, tmp=tmp_path) for a in args]
+    proc = run(*args, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert names in lines[0]
+    assert "Traceback" not in proc.stderr
