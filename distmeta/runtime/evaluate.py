@@ -63,7 +63,7 @@ def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
             "for models with a head)"
         )
     runner = ShardRunner(config, family)
-    meta = {k: v.numpy() for k, v in state["meta_params"].items()}
+    meta = runner.layout.flatten(state["meta_params"]).numpy()
     chunk = config.meta_batch_size
     rows = [runner.evaluate(meta, split, range(lo, min(lo + chunk, tasks)), steps)
             for lo in range(0, tasks, chunk)]

@@ -17,7 +17,23 @@ from distmeta.errors import UserError
 from distmeta.models import make_model
 from distmeta.tasks import TaskFamily, eval_task_rng, train_task_rng
 
-NumpyParams = dict[str, np.ndarray]
+
+
+class FlatLayout:
+    """Names and shapes of a parameter dict, to move it as one flat float vector: one
+    buffer serialises and travels through Ray far cheaper than a dict of small arrays."""
+
+    def __init__(self, params: dict[str, torch.Tensor]):
+        self.names = list(params)
+        self.shapes = [tuple(v.shape) for v in params.values()]
+        self.sizes = [v.numel() for v in params.values()]
+
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([params[k].detach().reshape(-1) for k in self.names])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = torch.split(flat, self.sizes)
+        return {k: p.view(shape) for k, p, shape in zip(self.names, parts, self.shapes)}
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -53,40 +69,42 @@ class ShardRunner:
         self.problem = problem
         self.buffers = {k: b.to(self.device) for k, b in problem.model.named_buffers()}
         self.algorithm = ALGORITHMS[config.algorithm.name]
+        model_params = dict(problem.model.named_parameters())
+        self.layout = FlatLayout(self.algorithm.init(model_params, config.algorithm))
         batching = config.runtime.task_batching
         self.batching = problem.model.preferred_batching if batching == "auto" else batching
 
-    def meta_grad(self, meta: NumpyParams, iteration: int, indices: Sequence[int]
-                  ) -> tuple[NumpyParams, int, dict[str, float]]:
-        """Summed meta-gradient and metric sums over training tasks `indices` of `iteration`."""
+    def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int]
+                  ) -> tuple[np.ndarray, int, dict[str, float]]:
+        """Summed meta-gradient (flat, in `layout` order) and metric sums over the training
+        tasks `indices` of `iteration`, given the flat meta-parameters."""
         seed = self.config.seed
         tasks = self.family.sample([train_task_rng(seed, iteration, i) for i in indices], "train")
         grads, metrics = shard_meta_grad(
-            self.algorithm, self._to_device(meta), self.buffers, self._to_device(tasks),
+            self.algorithm, self._params(meta), self.buffers, self._to_device(tasks),
             self.problem, self.config.algorithm, self.batching,
         )
         return (
-            {k: g.detach().cpu().numpy() for k, g in grads.items()},
+            self.layout.flatten(grads).cpu().numpy(),
             len(indices),
             {k: float(v) for k, v in metrics.items()},
         )
 
-    def evaluate(self, meta: NumpyParams, split: str, indices: Sequence[int], steps: int
+    def evaluate(self, meta: np.ndarray, split: str, indices: Sequence[int], steps: int
                  ) -> dict[str, np.ndarray]:
         """Per-task pre/post-adaptation metrics on evaluation tasks `indices` of `split`."""
         seed = self.config.seed
         tasks = self.family.sample([eval_task_rng(seed, split, i) for i in indices], split)
         metrics = evaluate_shard(
-            self.algorithm, self._to_device(meta), self.buffers, self._to_device(tasks),
+            self.algorithm, self._params(meta), self.buffers, self._to_device(tasks),
             self.problem, self.config.algorithm, steps, self.batching,
         )
         return {k: v.cpu().numpy() for k, v in metrics.items()}
 
-    def _to_device(self, arrays) -> dict[str, torch.Tensor]:
-        out = {}
-        for k, v in arrays.items():
-            if isinstance(v, np.ndarray):
-                # Ray hands over read-only zero-copy views; torch wants writable memory.
-                v = torch.from_numpy(v if v.flags.writeable else v.copy())
-            out[k] = v.to(self.device)
-        return out
+    def _params(self, flat: np.ndarray) -> dict[str, torch.Tensor]:
+        # Ray hands over read-only zero-copy views; torch wants writable memory.
+        flat = torch.from_numpy(flat if flat.flags.writeable else flat.copy())
+        return self.layout.unflatten(flat.to(self.device))
+
+    def _to_device(self, tasks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in tasks.items()}

@@ -8,6 +8,7 @@ import torch
 from distmeta.errors import UserError
 from distmeta.runtime import MetaLearner, evaluate, split_shards
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
+from distmeta.runtime.learner import DivergedError
 
 
 def params_of(learner):
@@ -39,9 +40,33 @@ def evaluate_params(learner, cfg, first=False):
     from distmeta.runtime.learner import initial_meta_params
 
     params = initial_meta_params(cfg, learner.family) if first else learner.meta
-    meta = {k: v.detach().numpy() for k, v in params.items()}
+    meta = learner.layout.flatten(params).numpy()
     rows = learner._local.evaluate(meta, "test", range(200), 1)
     return float(rows["post_loss"].mean())
+
+
+def test_divergence_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, sine_config):
+    learner = MetaLearner(sine_config(iterations=50, checkpoint_every=1), out_dir=tmp_path)
+    for _ in range(3):
+        learner.step()
+    learner.save_checkpoint()
+    with torch.no_grad():
+        learner.meta["head.bias"].fill_(float("inf"))  # as a blown-up outer step leaves it
+    with pytest.raises(DivergedError, match=r"^meta-gradient: not finite at iteration 4 "):
+        learner.train()
+    state = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert state["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in state["meta_params"].values())
+
+
+def test_gradient_clipping_bounds_the_step(sine_config):
+    # SGD with lr 1 makes the step checkable: its length is the clipped gradient norm.
+    sgd = MetaLearner(sine_config(**{"algorithm.grad_clip": 1e-3, "algorithm.outer_optimizer": "sgd",
+                                     "algorithm.outer_lr": 1.0}))
+    start = sgd.layout.flatten(sgd.meta)
+    line = sgd.step()
+    assert line["grad_norm"] > 1e-2  # reported before clipping
+    assert abs(float((sgd.layout.flatten(sgd.meta) - start).norm()) - 1e-3) < 1e-6
 
 
 def test_run_directory_layout_and_metrics(tmp_path, sine_config):
