@@ -102,3 +102,20 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, omniglot_dir, args, na
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert names in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_address_joins_a_running_cluster(tmp_path):
+    """`--address` joins an existing Ray cluster (here a real one of 2 raylets) instead of
+    starting its own; the workers land on the cluster's nodes."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    try:
+        out = tmp_path / "run"
+        proc = run("train", "sinusoid-maml", "--set", "iterations=3", "--set", "num_workers=2",
+                   "--address", cluster.address, "--out", out)
+        assert "done: 3 iterations" in proc.stdout
+        assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    finally:
+        cluster.shutdown()
