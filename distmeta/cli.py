@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unwritable --out, a full disk: the path is in the message
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _train(args) -> int:

@@ -88,6 +88,7 @@ def bad_checkpoint(tmp_path):
     (["train", "sinusoid-maml", "--set", "num_workers=1", "--address", "nonsense"],
      "--address: got 'nonsense'"),
     (["train", "sinusoid-maml", "--resume"], "--resume: name the run directory"),
+    (["train", "sinusoid-maml", "--out", "{tmp}/broken.pt"], "--out: "),
     (["eval", "{tmp}/broken.pt"], "checkpoint: cannot read"),
     (["eval", "{tmp}/absent"], "checkpoint: "),
     (["eval", "{tmp}", "--tasks", "x"], "argument --tasks: invalid int value"),

@@ -187,6 +187,8 @@ class MetaLearner:
             if resume:
                 raise UserError("--resume: needs the run directory to resume (--out DIR)")
             return None
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise UserError(f"--out: {self.out_dir} is a file; expected a run directory")
         ckpt_dir = self.out_dir / "checkpoints"
         metrics = self.out_dir / "metrics.jsonl"
         if not resume:
