@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from datetime import datetime
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--split", default="test", help="train, val or test (default test)")
     ev.add_argument("--steps", type=int, default=None,
                     help="inner steps (default: the run's algorithm.eval_inner_steps)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="seed of the held-out tasks (default 0; the same for every run)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="change task.*, runtime.*, algorithm.eval_inner_steps or inner_lr")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
@@ -89,8 +92,9 @@ def _train(args) -> int:
             progress.start(learner.iteration)
             last = learner.train(progress.update)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: distmeta train {args.config} --out {out} --resume",
-              file=sys.stderr)
+        again = ["distmeta", "train", args.config, *[f"--set={o}" for o in args.overrides],
+                 *(["--address", args.address] if args.address else []), "--out", str(out), "--resume"]
+        print(f"\ninterrupted; continue with: {shlex.join(again)}", file=sys.stderr)
         return 130
     finally:
         if started_ray:
@@ -108,14 +112,15 @@ def _eval(args) -> int:
     from distmeta.runtime import evaluate
 
     result = evaluate(args.checkpoint, tasks=args.tasks, split=args.split, steps=args.steps,
-                      overrides=args.overrides)
+                      overrides=args.overrides, seed=args.seed)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
         return 0
     print(f"{result['checkpoint']} (iteration {result['iteration']}): {result['tasks']} "
           f"{result['split']} tasks, {result['inner_steps']} inner steps")
     for phase in ("pre_adaptation", "post_adaptation"):
-        cells = [f"{k} {v['mean']:.4f} ± {v['ci95']:.4f}" for k, v in result[phase].items()]
+        cells = [f"{k} {v['mean']:.4f}" + (f" ± {v['ci95']:.4f}" if v["ci95"] is not None else "")
+                 for k, v in result[phase].items()]
         print(f"  {phase:<16} " + "   ".join(cells))
     return 0
 

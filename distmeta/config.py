@@ -187,6 +187,14 @@ class Config:
                 f"{self.meta_batch_size}; expected at most one worker per task"
             )
         family = self.task.make_family()  # validates the family's own options
+        if getattr(family, "kind", None) not in ("regression", "classification"):
+            raise ConfigError(
+                f"task.family: {type(family).__name__}.kind is {getattr(family, 'kind', None)!r}; "
+                "expected 'regression' or 'classification'"
+            )
+        from distmeta.models import make_model  # models import this module
+
+        make_model(self.model, tuple(family.input_shape), family.output_dim)
         if self.algorithm.name == "protonet" and family.kind != "classification":
             raise ConfigError(
                 f"algorithm.name: protonet needs a classification task family; "
@@ -299,7 +307,12 @@ def build(cls: type, raw: Any, prefix: str):
         if key not in names:
             raise ConfigError(f"unknown key '{dotted}'; expected one of: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], dotted)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {cls.__name__}({_kw(kwargs)}) failed: {exc}") from None
 
 
 def construct(cls: type, options: Mapping[str, Any], prefix: str):
@@ -366,12 +379,19 @@ def _coerce(value: Any, hint: Any, dotted: str):
             raise ConfigError(f"{dotted}: got {value!r}; expected an integer")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{dotted}: got {value!r}; expected a number")
         if not math.isfinite(value):
             raise ConfigError(f"{dotted}: got {value!r}; expected a finite number")
         return float(value)
     if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # a path or name that YAML read as a number
         if not isinstance(value, str):
             raise ConfigError(f"{dotted}: got {value!r}; expected a string")
         return value

@@ -92,11 +92,16 @@ def bad_checkpoint(tmp_path):
     (["eval", "{tmp}/broken.pt"], "checkpoint: cannot read"),
     (["eval", "{tmp}/absent"], "checkpoint: "),
     (["eval", "{tmp}", "--tasks", "x"], "argument --tasks: invalid int value"),
+    (["train", "omniglot-maml", "--set", "task.data_dir={omniglot}", "--set", "task.image_size=12"],
+     "model.name: conv4 needs square images of at least 16 x 16"),
+    (["train", "sinusoid-maml", "--set", "num_workers=1", "--set", "runtime.resources_per_worker.gpu=64"],
+     "runtime.resources_per_worker.gpu: 1 workers x 64 GPU need 64 GPUs; the Ray cluster has"),
     (["frobnicate"], "argument command: invalid choice"),
 ])
-def test_bad_input_is_one_error_line_and_exit_2(tmp_path, omniglot_dir, args, names):
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, request, args, names):
     bad_checkpoint(tmp_path)
-    args = [a.format(omniglot=omniglot_dir, tmp=tmp_path) for a in args]
+    omniglot = request.getfixturevalue("omniglot_dir") if "{omniglot}" in " ".join(args) else None
+    args = [a.format(omniglot=omniglot, tmp=tmp_path) for a in args]
     proc = run(*args, check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -19,6 +19,8 @@ def test_overrides_parse_yaml_values():
     assert cfg.seed == 7 and cfg.algorithm.inner_lr == 0.05 and cfg.algorithm.first_order
     assert cfg.model.hidden_sizes == (10, 20) and cfg.task.options["k_support"] == 5
     assert cfg.runtime.resources_per_worker.cpu == 0.5
+    # YAML 1.1 reads 1e-3 as a string; a float field takes it as the number it spells.
+    assert load_config("sinusoid-maml", ["algorithm.outer_lr=1e-3"]).algorithm.outer_lr == 1e-3
 
 
 def test_yaml_round_trip(tmp_path):

@@ -93,5 +93,10 @@ def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int
             raise ConfigError(
                 f"model.name: conv4 needs image inputs (C, H, W); the task gives {input_shape}"
             )
+        if input_shape[1] != input_shape[2] or input_shape[1] < 16:
+            raise ConfigError(
+                f"model.name: conv4 needs square images of at least 16 x 16 (four 2x poolings); "
+                f"the task gives {input_shape[1]} x {input_shape[2]}"
+            )
         return Conv4(input_shape[0], input_shape[1], cfg.channels, out_features)
     return MLP(math.prod(input_shape), cfg.hidden_sizes, out_features)

@@ -15,10 +15,11 @@ from distmeta.tasks import SPLITS
 
 
 def summarise(values: np.ndarray) -> dict:
-    """Mean and 95% confidence half-width (normal approximation) of per-task values."""
+    """Mean and 95% confidence half-width (normal approximation) of per-task values; the
+    half-width is None for a single task."""
     values = np.asarray(values, dtype=np.float64)
-    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return {"mean": float(values.mean()), "ci95": float(half)}
+    half = float(1.96 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+    return {"mean": float(values.mean()), "ci95": half}
 
 
 # What evaluation may change in the run's config: where the data is, the episode shape
@@ -27,17 +28,20 @@ EVAL_OVERRIDABLE = ("task.", "runtime.", "algorithm.eval_inner_steps=", "algorit
 
 
 def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
-             steps: int | None = None, overrides: list[str] = ()) -> dict:
+             steps: int | None = None, overrides: list[str] = (), seed: int = 0) -> dict:
     """Adapt the checkpoint's meta-parameters to `tasks` tasks of `split` with `steps` inner
     steps (default: the config's `algorithm.eval_inner_steps`) and report the pre- and
     post-adaptation query loss (and accuracy for classification) as mean and ci95.
 
     `overrides` (`KEY=VALUE`) change the run's config for evaluation: `task.*` (e.g. the
-    data_dir on this machine), `runtime.*`, `algorithm.eval_inner_steps`, `algorithm.inner_lr`."""
+    data_dir on this machine), `runtime.*`, `algorithm.eval_inner_steps`, `algorithm.inner_lr`.
+    The tasks are drawn from `seed`, not the run's seed, so runs are scored on the same tasks."""
     if tasks < 1:
         raise UserError(f"--tasks: got {tasks}; expected at least 1")
     if split not in SPLITS:
         raise UserError(f"--split: got '{split}'; expected one of {', '.join(SPLITS)}")
+    if seed < 0:
+        raise UserError(f"--seed: got {seed}; expected >= 0")
     if steps is not None and steps < 0:
         raise UserError(f"--steps: got {steps}; expected >= 0")
     path = resolve_checkpoint(checkpoint)
@@ -65,12 +69,12 @@ def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
     runner = ShardRunner(config, family)
     meta = runner.layout.flatten(state["meta_params"]).numpy()
     chunk = config.meta_batch_size
-    rows = [runner.evaluate(meta, split, range(lo, min(lo + chunk, tasks)), steps)
+    rows = [runner.evaluate(meta, split, range(lo, min(lo + chunk, tasks)), steps, seed)
             for lo in range(0, tasks, chunk)]
     per_task = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
     result: dict = {"checkpoint": str(path), "iteration": int(state["iteration"]),
-                    "split": split, "tasks": tasks, "inner_steps": steps}
+                    "split": split, "tasks": tasks, "inner_steps": steps, "seed": seed}
     for phase in ("pre", "post"):
         result[f"{phase}_adaptation"] = {
             k.removeprefix(phase + "_"): summarise(v)

@@ -45,7 +45,7 @@ class DivergedError(UserError):
 INLINE_PARAMS_BYTES = 100 * 1024
 
 # Keys that may change between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = {"iterations", "num_workers", "checkpoint_every", "runtime"}
+RESUMABLE_CHANGES = {"iterations", "num_workers", "checkpoint_every", "runtime", "task.data_dir"}
 
 
 def split_shards(n_tasks: int, n_shards: int) -> list[list[int]]:
@@ -73,7 +73,7 @@ class MetaLearner:
                  address: str | None = None, resume: bool = False):
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        state = self._prepare_out_dir(resume)
+        state = self._check_out_dir(resume)
         self.family = config.task.make_family()
         self.family.prepare()
 
@@ -92,6 +92,10 @@ class MetaLearner:
             self._local = ShardRunner(config, self.family)
         else:
             self._start_workers(address)
+        if self.out_dir is not None:  # only now that every check has passed
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _truncate_metrics(self.out_dir / "metrics.jsonl", self.iteration)
+            _write_yaml(self.out_dir / "config.yaml", self.config.to_dict())
 
     # -- the meta-iteration -----------------------------------------------------------
 
@@ -181,8 +185,8 @@ class MetaLearner:
         torch.set_rng_state(state["torch_rng"])
         self.iteration = int(state["iteration"])
 
-    def _prepare_out_dir(self, resume: bool) -> dict | None:
-        """Validate the run directory before any work; the resume state, if resuming."""
+    def _check_out_dir(self, resume: bool) -> dict | None:
+        """Validate the run directory before any work (writing nothing); the resume state."""
         if self.out_dir is None:
             if resume:
                 raise UserError("--resume: needs the run directory to resume (--out DIR)")
@@ -197,8 +201,6 @@ class MetaLearner:
                     f"--out: {self.out_dir} already holds a run; pass --resume to continue it "
                     "or choose another --out"
                 )
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            _write_yaml(self.out_dir / "config.yaml", self.config.to_dict())
             return None
         found = list_checkpoints(ckpt_dir)
         if not found:
@@ -210,8 +212,6 @@ class MetaLearner:
                 f"iterations: got {self.config.iterations}, but the checkpoint is at iteration "
                 f"{state['iteration']}; expected at least that"
             )
-        _truncate_metrics(metrics, state["iteration"])
-        _write_yaml(self.out_dir / "config.yaml", self.config.to_dict())
         return state
 
     # -- Ray --------------------------------------------------------------------------
@@ -237,16 +237,27 @@ class MetaLearner:
             )
         gpu = gpus_per_worker(config.runtime.resources_per_worker.gpu, total.get("GPU", 0),
                               config.num_workers)
+        if gpu * config.num_workers > total.get("GPU", 0):
+            raise UserError(
+                f"runtime.resources_per_worker.gpu: {config.num_workers} workers x {gpu:g} GPU "
+                f"need {gpu * config.num_workers:g} GPUs; the Ray cluster has "
+                f"{total.get('GPU', 0):g}; unset it to share what there is"
+            )
+        if config.runtime.device == "cuda" and gpu == 0:
+            raise UserError(
+                "runtime.device: 'cuda' but the Ray cluster has no GPU for the workers; "
+                "set runtime.device=auto or add GPU nodes"
+            )
         module = type(self.family).__module__
         if module.split(".")[0] != "distmeta":
             # A user's family module need not be importable on the workers (nor installed on
             # the cluster's nodes): ship its code with the pickled family instead.
             ray.cloudpickle.register_pickle_by_value(sys.modules[module])
         family_ref = ray.put(self.family)  # the dataset reaches every worker once, by reference
-        actor = ray.remote(ShardRunner)
+        AdaptationWorker = ray.remote(ShardRunner)  # the actor: ShardRunner in its own process
         threads = max(1, int(cpu))
         self._workers = [
-            actor.options(num_cpus=cpu, num_gpus=gpu).remote(config, family_ref, threads)
+            AdaptationWorker.options(num_cpus=cpu, num_gpus=gpu).remote(config, family_ref, threads)
             for _ in range(config.num_workers)
         ]
 
@@ -303,21 +314,34 @@ def _scores(sums: dict, prefix: str, n: int) -> dict:
     return {k.removeprefix(prefix + "_"): v / n for k, v in sums.items() if k.startswith(prefix + "_")}
 
 
-def _check_resumable(saved: dict, current: dict, path: Path) -> None:
+def _check_resumable(saved: dict, current: dict, path: Path, prefix: str = "") -> None:
     for key in sorted(set(saved) | set(current)):
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
-            raise UserError(
-                f"--resume: config key '{key}' is {current.get(key)!r} but the run in "
-                f"{path.parent.parent} used {saved.get(key)!r}; resume with the run's config"
-            )
+        dotted = prefix + key
+        if dotted in RESUMABLE_CHANGES or saved.get(key) == current.get(key):
+            continue
+        if isinstance(saved.get(key), dict) and isinstance(current.get(key), dict):
+            _check_resumable(saved[key], current[key], path, dotted + ".")
+            continue
+        raise UserError(
+            f"--resume: config key '{dotted}' is {current.get(key)!r} but the run in "
+            f"{path.parent.parent} used {saved.get(key)!r}; resume with the run's config"
+        )
 
 
 def _truncate_metrics(path: Path, iteration: int) -> None:
     """Drop metrics lines past the checkpoint so the resumed run appends without gaps."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["iteration"] <= iteration]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short by the kill that ended the run
+        if not isinstance(entry, dict) or not isinstance(entry.get("iteration"), int):
+            break
+        if entry["iteration"] <= iteration:
+            kept.append(line)
     atomic_write(path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
 
 

@@ -90,10 +90,10 @@ class ShardRunner:
             {k: float(v) for k, v in metrics.items()},
         )
 
-    def evaluate(self, meta: np.ndarray, split: str, indices: Sequence[int], steps: int
-                 ) -> dict[str, np.ndarray]:
-        """Per-task pre/post-adaptation metrics on evaluation tasks `indices` of `split`."""
-        seed = self.config.seed
+    def evaluate(self, meta: np.ndarray, split: str, indices: Sequence[int], steps: int,
+                 seed: int) -> dict[str, np.ndarray]:
+        """Per-task pre/post-adaptation metrics on evaluation tasks `indices` of `split`,
+        drawn from the evaluation `seed`."""
         tasks = self.family.sample([eval_task_rng(seed, split, i) for i in indices], split)
         metrics = evaluate_shard(
             self.algorithm, self._params(meta), self.buffers, self._to_device(tasks),

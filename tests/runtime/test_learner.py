@@ -41,7 +41,7 @@ def evaluate_params(learner, cfg, first=False):
 
     params = initial_meta_params(cfg, learner.family) if first else learner.meta
     meta = learner.layout.flatten(params).numpy()
-    rows = learner._local.evaluate(meta, "test", range(200), 1)
+    rows = learner._local.evaluate(meta, "test", range(200), 1, seed=0)
     return float(rows["post_loss"].mean())
 
 
@@ -119,6 +119,26 @@ def test_resume_drops_metrics_past_the_checkpoint(tmp_path, sine_config):
     assert [x["iteration"] for x in lines] == list(range(1, 10))
 
 
+def test_resume_after_a_line_cut_short(tmp_path, sine_config):
+    MetaLearner(sine_config(iterations=5, checkpoint_every=5), out_dir=tmp_path).train()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 6, "me')  # the kill came mid-write
+    learner = MetaLearner(sine_config(iterations=7, checkpoint_every=5), out_dir=tmp_path, resume=True)
+    learner.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 8))
+
+
+def test_a_refused_resume_changes_no_file(tmp_path, sine_config):
+    MetaLearner(sine_config(iterations=4, checkpoint_every=2), out_dir=tmp_path).train()
+    (tmp_path / "checkpoints" / "ckpt-0000004.pt").unlink()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match=r"^--resume: config key 'algorithm.outer_lr' is 0.5"):
+        MetaLearner(sine_config(iterations=8, **{"algorithm.outer_lr": 0.5}), out_dir=tmp_path,
+                    resume=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
 def test_run_directory_errors(tmp_path, sine_config):
     MetaLearner(sine_config(iterations=2), out_dir=tmp_path).train()
     with pytest.raises(UserError, match=r"^--out: .* already holds a run; pass --resume"):
@@ -160,6 +180,11 @@ def test_evaluate_reports_means_and_confidence(tmp_path, sine_config):
     assert evaluate(tmp_path, tasks=30, split="val", steps=2) == result
     zero = evaluate(tmp_path, tasks=30, split="val", steps=0)
     assert zero["pre_adaptation"] == zero["post_adaptation"]
+    # A single task has no spread to give a confidence half-width.
+    one = evaluate(tmp_path, tasks=1, split="val", steps=2)
+    assert one["post_adaptation"]["loss"]["ci95"] is None
+    other_tasks = evaluate(tmp_path, tasks=30, split="val", steps=2, seed=1)
+    assert other_tasks["post_adaptation"] != result["post_adaptation"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
