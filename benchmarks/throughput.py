@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
+import math
 import os
 import platform
 import shlex
@@ -105,7 +107,7 @@ class BareMLP(nn.Module):
 
     def __init__(self, sizes: list[int]):
         super().__init__()
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-2], sizes[1:-1]))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes[:-1]))
         self.head = nn.Linear(sizes[-2], sizes[-1])
 
     def forward(self, x):
@@ -426,10 +428,10 @@ def ratios(results: list[dict], bare_batching: dict) -> list[dict]:
 def environment() -> dict:
     try:
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
+                                capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
                                 "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except Exception:  # noqa: BLE001 - informational only
         commit, dirty = "?", ""
     import ray
@@ -449,7 +451,7 @@ def environment() -> dict:
 def fmt(x, spec=".3f"):
     if x is None:
         return "—"
-    if isinstance(x, float) and x != x:
+    if isinstance(x, float) and math.isnan(x):
         return "nan"
     return format(x, spec)
 

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -88,7 +88,7 @@ class AlgorithmConfig:
     """Step size of the inner (adaptation) SGD steps; Meta-SGD's initial rates."""
     inner_steps: int = 1
     """Inner SGD steps on the support set during meta-training."""
-    eval_inner_steps: Optional[int] = None
+    eval_inner_steps: int | None = None
     """Inner steps when evaluating (`distmeta eval`); defaults to `inner_steps`."""
     first_order: bool = False
     """Drop second-order terms (FOMAML): the inner gradient is treated as a constant."""
@@ -96,7 +96,7 @@ class AlgorithmConfig:
     """Optimiser of the meta-parameters."""
     outer_lr: float = 0.001
     """Learning rate of the outer optimiser."""
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     """Clip the meta-gradient to this global L2 norm; none when unset."""
 
     def __post_init__(self):
@@ -124,7 +124,7 @@ class ResourcesConfig:
 
     cpu: float = 1.0
     """CPUs per worker; also the worker's torch thread count (at least 1)."""
-    gpu: Optional[float] = None
+    gpu: float | None = None
     """GPUs per worker. Unset: one per worker when the cluster has enough GPUs, an even
     fraction when it has fewer, none on a CPU-only cluster. Fractions pack workers."""
 
@@ -208,7 +208,7 @@ class Config:
         return _plain(out)
 
     @classmethod
-    def from_dict(cls, raw: Any) -> "Config":
+    def from_dict(cls, raw: Any) -> Config:
         if not isinstance(raw, Mapping):
             raise ConfigError(f"config: expected a mapping of keys, got {type(raw).__name__}")
         raw = dict(raw)

@@ -55,7 +55,7 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint: {path} does not exist") from None
-    except Exception as exc:  # torch raises many types for a damaged file
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"checkpoint: cannot read {path}: {reason[:200]}") from None
     if not isinstance(state, dict) or "meta_params" not in state or "config" not in state:

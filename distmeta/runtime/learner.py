@@ -19,8 +19,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from distmeta.runtime.checkpoint import (
     save_checkpoint,
 )
 from distmeta.runtime.worker import FlatLayout, ShardRunner, build_problem
+
 
 class DivergedError(UserError):
     """Training produced a non-finite meta-gradient; the last checkpoint is intact."""

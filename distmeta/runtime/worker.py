@@ -6,7 +6,7 @@ metrics, so both paths run the same code. No Ray import here."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,6 @@ from distmeta.config import Config
 from distmeta.errors import UserError
 from distmeta.models import make_model
 from distmeta.tasks import TaskFamily, eval_task_rng, train_task_rng
-
 
 
 class FlatLayout:

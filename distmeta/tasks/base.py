@@ -16,7 +16,8 @@ when the config is built, before Ray starts) and heavy loading in `prepare`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, Sequence
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch

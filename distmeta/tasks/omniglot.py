@@ -146,7 +146,10 @@ def _decode_pngs(root: Path, names: list[str], read) -> tuple[np.ndarray, np.nda
         )
     images = np.empty((len(ids), len(drawers), SIDE, SIDE), dtype=bool)
     for (char, drawer), name in found.items():
-        image = np.asarray(Image.open(io.BytesIO(read(name))).convert("L")) >= 128
+        try:
+            image = np.asarray(Image.open(io.BytesIO(read(name))).convert("L")) >= 128
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise UserError(f"{root}/{name}: not a readable PNG: {exc}") from None
         if image.shape != (SIDE, SIDE):
             raise UserError(f"{root}/{name}: image is {image.shape}; expected ({SIDE}, {SIDE})")
         images[np.searchsorted(ids, char), np.searchsorted(drawers, drawer)] = image
@@ -156,12 +159,15 @@ def _decode_pngs(root: Path, names: list[str], read) -> tuple[np.ndarray, np.nda
 def _read_part(path: Path, first_id: int, count: int) -> np.ndarray:
     """Paper masks (count, 20, 105, 105) of characters first_id.. from an npz, zip or folder."""
     if path.suffix == ".npz":
-        with np.load(path) as archive:
-            images = archive["images"]
-        if images.shape != (count, DRAWERS, SIDE, SIDE):
+        try:
+            with np.load(path) as archive:
+                images = archive["images"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{path}: cannot read the 'images' array: {exc}") from None
+        if images.shape != (count, DRAWERS, SIDE, SIDE) or images.dtype != bool:
             raise UserError(
-                f"{path}: 'images' has shape {images.shape}; "
-                f"expected ({count}, {DRAWERS}, {SIDE}, {SIDE})"
+                f"{path}: 'images' is {images.dtype} {images.shape}; expected bool "
+                f"({count}, {DRAWERS}, {SIDE}, {SIDE}), True = paper"
             )
         return images
     ids, images = read_omniglot_pngs(path)

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from torch.func import grad, vmap
 
 from distmeta.algorithms import ALGORITHMS, Problem, evaluate_shard, shard_meta_grad, task_scores
 from distmeta.config import AlgorithmConfig, ModelConfig
 from distmeta.models import Conv4, ScaleShift, make_model
-from distmeta.tasks.sinusoid import Sinusoid
 from distmeta.tasks import train_task_rng
+from distmeta.tasks.sinusoid import Sinusoid
 
 
 def sinusoid_setup(n_tasks=4, dtype=torch.float64, hidden=(8, 8)):

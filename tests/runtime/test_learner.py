@@ -18,7 +18,7 @@ def params_of(learner):
 @pytest.mark.parametrize("n_tasks, n_shards", [(25, 1), (25, 2), (5, 2), (7, 3), (4, 4)])
 def test_shards_are_balanced_and_cover_every_task_once(n_tasks, n_shards):
     shards = split_shards(n_tasks, n_shards)
-    assert len(shards) == n_shards and sum(shards, []) == list(range(n_tasks))
+    assert len(shards) == n_shards and [i for s in shards for i in s] == list(range(n_tasks))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 

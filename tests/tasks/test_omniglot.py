@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -194,8 +193,8 @@ def test_data_dir_without_a_complete_layout(tmp_path, files):
         ({"q_query": -1}, "task.q_query: got -1; expected an integer >= 1"),
         (
             {"k_shot": 1, "q_query": 20},
-            "task.k_shot + task.q_query: got 1 + 20 = 21; Omniglot has 20 drawers per "
-            "character; expected at most 20",
+            ("task.k_shot + task.q_query: got 1 + 20 = 21; Omniglot has 20 drawers per "
+             "character; expected at most 20"),
         ),
         ({"image_size": 106}, "task.image_size: got 106; expected 1 to 105"),
     ],
@@ -212,3 +211,16 @@ def test_config_validates_omniglot_before_loading(omniglot_dir):
     assert config.task.make_family().output_dim == 20
     with pytest.raises(ConfigError, match=r"^task\.k_shot \+ task\.q_query: got 6 \+ 15"):
         Config.from_dict({"task": {**task, "k_shot": 6}})
+
+
+def test_damaged_npz_files_are_one_line_errors(tmp_path):
+    from distmeta.errors import UserError
+
+    for name in ("images_background.npz", "images_evaluation.npz"):
+        np.savez(tmp_path / name, images=np.zeros((3, 20, 105, 105), dtype=np.uint8))
+    family = Omniglot(data_dir=str(tmp_path))
+    with pytest.raises(UserError, match=r"images_background.npz: 'images' is uint8 \(3, 20, 105, 105\); expected bool"):
+        family.prepare()
+    (tmp_path / "images_background.npz").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"images_background.npz: cannot read the 'images' array"):
+        Omniglot(data_dir=str(tmp_path)).prepare()
