@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import inspect
 import math
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -353,7 +354,7 @@ def import_object(path: str, what: str):
 def _coerce(value: Any, hint: Any, dotted: str):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is Union:  # Optional[X]
+    if origin is Union or origin is types.UnionType:  # Optional[X], X | None
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]

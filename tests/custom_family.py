@@ -1,5 +1,7 @@
 """A user's own task family, outside distmeta, for the dotted-path tests."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +15,7 @@ class Linear(TaskFamily):
 
     kind = "regression"
     points: int = 4
+    noise: float | None = None
 
     @property
     def input_shape(self):

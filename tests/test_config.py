@@ -91,6 +91,10 @@ def test_user_family_by_dotted_path():
     assert type(family).__name__ == "Linear" and family.points == 3
     with pytest.raises(ConfigError, match=r"^unknown key 'task.bogus'"):
         Config.from_dict({"task": {"family": "custom_family:Linear", "bogus": 3}})
+    # A user's `float | None` field is typed like the config's own Optional fields.
+    assert Config.from_dict({"task": {"family": "custom_family:Linear", "noise": 1}}).task.make_family().noise == 1.0
+    with pytest.raises(ConfigError, match=r"^task.noise: got 'loud'; expected a number"):
+        Config.from_dict({"task": {"family": "custom_family:Linear", "noise": "loud"}})
 
 
 def test_apply_overrides_leaves_the_input_alone():

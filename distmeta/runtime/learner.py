@@ -56,9 +56,11 @@ def split_shards(n_tasks: int, n_shards: int) -> list[list[int]]:
 
 
 def initial_meta_params(config: Config, family) -> dict[str, torch.Tensor]:
-    """Meta-parameters at iteration 0: a function of the seed alone."""
-    torch.manual_seed(config.seed)
-    model = build_problem(config, family).model
+    """Meta-parameters at iteration 0: a function of the seed alone (the caller's global
+    torch RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_problem(config, family).model
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     return ALGORITHMS[config.algorithm.name].init(params, config.algorithm)
 
@@ -224,10 +226,11 @@ class MetaLearner:
         cpu = config.runtime.resources_per_worker.cpu
         needed_cpus = config.num_workers * cpu
         if not ray.is_initialized():
-            if address is None and needed_cpus > (os.cpu_count() or 1):
+            usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            if address is None and needed_cpus > (usable or 1):
                 raise UserError(
                     f"num_workers: {config.num_workers} workers x runtime.resources_per_worker.cpu "
-                    f"{cpu:g} need {needed_cpus:g} CPUs; this machine has {os.cpu_count()}"
+                    f"{cpu:g} need {needed_cpus:g} CPUs; this machine has {usable}"
                 )
             connect_ray(address)
         total = ray.cluster_resources()
@@ -293,7 +296,11 @@ def connect_ray(address: str | None) -> None:
     import ray
 
     if address is None:
-        ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+        try:
+            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:  # e.g. a stale RAY_ADDRESS
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"ray: cannot start a local Ray: {reason}") from None
         return
     if address != "auto":
         host, _, port = address.rpartition(":")
