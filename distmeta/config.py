@@ -308,12 +308,7 @@ def build(cls: type, raw: Any, prefix: str):
         if key not in names:
             raise ConfigError(f"unknown key '{dotted}'; expected one of: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], dotted)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {cls.__name__}({_kw(kwargs)}) failed: {exc}") from None
+    return _instantiate(cls, kwargs, where)
 
 
 def construct(cls: type, options: Mapping[str, Any], prefix: str):
@@ -328,12 +323,17 @@ def construct(cls: type, options: Mapping[str, Any], prefix: str):
             raise ConfigError(
                 f"unknown key '{prefix}.{key}'; {cls.__name__} takes: {', '.join(params)}"
             )
+    return _instantiate(cls, options, prefix)
+
+
+def _instantiate(cls: type, kwargs: Mapping[str, Any], where: str):
+    """`cls(**kwargs)`; a user class's own TypeError/ValueError becomes a ConfigError."""
     try:
-        return cls(**options)
+        return cls(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix}: {cls.__name__}({_kw(options)}) failed: {exc}") from None
+        raise ConfigError(f"{where}: {cls.__name__}({_kw(kwargs)}) failed: {exc}") from None
 
 
 def import_object(path: str, what: str):
