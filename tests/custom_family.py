@@ -35,3 +35,19 @@ class Linear(TaskFamily):
 
 class NotAFamily:
     pass
+
+
+@dataclass
+class Picky(Linear):
+    """Validates with a plain ValueError, as a user's own code would."""
+
+    def __post_init__(self):
+        if self.points > 10:
+            raise ValueError("at most 10 points")
+
+
+@dataclass
+class Unfinished(TaskFamily):
+    """Forgot to implement the abstract methods."""
+
+    kind = "regression"

@@ -91,6 +91,10 @@ def test_user_family_by_dotted_path():
     assert type(family).__name__ == "Linear" and family.points == 3
     with pytest.raises(ConfigError, match=r"^unknown key 'task.bogus'"):
         Config.from_dict({"task": {"family": "custom_family:Linear", "bogus": 3}})
+    with pytest.raises(ConfigError, match=r"^task: Picky\(points=11\) failed: at most 10 points"):
+        Config.from_dict({"task": {"family": "custom_family:Picky", "points": 11}})
+    with pytest.raises(ConfigError, match=r"^task: Unfinished\(\) failed: Can't instantiate abstract"):
+        Config.from_dict({"task": {"family": "custom_family:Unfinished"}})
     # A user's `float | None` field is typed like the config's own Optional fields.
     assert Config.from_dict({"task": {"family": "custom_family:Linear", "noise": 1}}).task.make_family().noise == 1.0
     with pytest.raises(ConfigError, match=r"^task.noise: got 'loud'; expected a number"):
