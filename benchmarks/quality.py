@@ -110,10 +110,9 @@ def main(argv=None) -> int:
             return 2
     out = Path(args.out) if args.out else Path("runs") / (
         f"quality-{Path(args.config).stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    budget_s = args.minutes * 60 if args.minutes is not None else float("inf")
+    budget_s = args.minutes * 60 if args.minutes is not None else None
 
     started_ray = False
-    stop = "iterations"
     t_setup = time.perf_counter()
     try:
         if config.num_workers > 0 and args.address is None:
@@ -123,25 +122,19 @@ def main(argv=None) -> int:
         learner = MetaLearner(config, out_dir=out, address=args.address, resume=args.resume)
         setup_s = time.perf_counter() - t_setup
         start_iteration = learner.iteration
-        saved_at = start_iteration if args.resume else None
-        last_report = time.perf_counter()
-        t0 = time.perf_counter()
+        last_report = t0 = time.perf_counter()
+
+        def report(line):
+            nonlocal last_report
+            if time.perf_counter() - last_report >= 30:
+                last_report = time.perf_counter()
+                print(f"  iteration {line['iteration']}, {last_report - t0:.0f} s",
+                      file=sys.stderr, flush=True)
+
         try:
-            while learner.iteration < config.iterations:
-                if time.perf_counter() - t0 >= budget_s:
-                    stop = "budget"
-                    break
-                learner.step()
-                if learner.iteration % config.checkpoint_every == 0:
-                    learner.save_checkpoint()
-                    saved_at = learner.iteration
-                if time.perf_counter() - last_report >= 30:
-                    last_report = time.perf_counter()
-                    print(f"  iteration {learner.iteration}, {last_report - t0:.0f} s",
-                          file=sys.stderr, flush=True)
+            learner.train(report, time_budget_s=budget_s)
             train_s = time.perf_counter() - t0
-            if saved_at != learner.iteration:
-                learner.save_checkpoint()
+            stop = "iterations" if learner.iteration >= config.iterations else "budget"
             iterations_done = learner.iteration - start_iteration
             final_iteration = learner.iteration
         finally:

@@ -95,10 +95,13 @@ class MetaLearner:
             self._local = ShardRunner(config, self.family)
         else:
             self._start_workers(address)
+        self._metrics_file = None
         if self.out_dir is not None:  # only now that every check has passed
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _truncate_metrics(self.out_dir / "metrics.jsonl", self.iteration)
             _write_yaml(self.out_dir / "config.yaml", self.config.to_dict())
+            # Opened once, line-buffered: each line reaches the OS whole as it is written.
+            self._metrics_file = open(self.out_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
 
     # -- the meta-iteration -----------------------------------------------------------
 
@@ -147,21 +150,25 @@ class MetaLearner:
             "tasks_per_s": n_tasks / elapsed,
             "time_s": elapsed,
         }
-        if self.out_dir is not None:
-            with open(self.out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
+        if self._metrics_file is not None:
+            self._metrics_file.write(json.dumps(line) + "\n")
         return line
 
-    def train(self, on_iteration: Callable[[dict], None] | None = None) -> dict | None:
-        """Iterate up to `config.iterations`, checkpointing on schedule and at the end."""
+    def train(self, on_iteration: Callable[[dict], None] | None = None,
+              time_budget_s: float | None = None) -> dict | None:
+        """Iterate up to `config.iterations`, or until `time_budget_s` seconds have passed,
+        checkpointing on schedule and where it stops."""
         line = None
-        while self.iteration < self.config.iterations:
+        deadline = math.inf if time_budget_s is None else time.perf_counter() + time_budget_s
+        while self.iteration < self.config.iterations and time.perf_counter() < deadline:
             line = self.step()
             if on_iteration is not None:
                 on_iteration(line)
-            done = self.iteration == self.config.iterations
-            if self.out_dir is not None and (done or self.iteration % self.config.checkpoint_every == 0):
+            if self.out_dir is not None and self.iteration % self.config.checkpoint_every == 0:
                 self.save_checkpoint()
+        if self.out_dir is not None and line is not None \
+                and self.iteration % self.config.checkpoint_every != 0:
+            self.save_checkpoint()
         return line
 
     # -- state ------------------------------------------------------------------------
@@ -267,6 +274,9 @@ class MetaLearner:
 
     def close(self) -> None:
         """Stop the workers (Ray itself stays up for whoever started it)."""
+        if self._metrics_file is not None:
+            self._metrics_file.close()
+            self._metrics_file = None
         if self._workers:
             import ray
 

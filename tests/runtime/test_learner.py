@@ -87,6 +87,16 @@ def test_run_directory_layout_and_metrics(tmp_path, sine_config):
     assert {"meta_params", "optimizer", "torch_rng"} <= set(state)
 
 
+def test_a_time_budget_stops_early_and_checkpoints_where_it_stops(tmp_path, sine_config):
+    learner = MetaLearner(sine_config(iterations=10_000, checkpoint_every=1000), out_dir=tmp_path)
+    line = learner.train(time_budget_s=0.5)
+    assert 0 < learner.iteration < 10_000 and line["iteration"] == learner.iteration
+    assert list_checkpoints(tmp_path / "checkpoints")[-1].name == f"ckpt-{learner.iteration:07d}.pt"
+    learner.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == learner.iteration
+
+
 def test_only_the_newest_checkpoints_are_kept(tmp_path, sine_config):
     cfg = sine_config(iterations=6, checkpoint_every=1, **{"runtime.keep_checkpoints": 2})
     MetaLearner(cfg, out_dir=tmp_path).train()
