@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-set", dest="eval_overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="evaluation override of the stored config: task.*, runtime.*, "
-                             "algorithm.eval_inner_steps, algorithm.inner_lr")
+                             "rl.*, algorithm.eval_inner_steps, algorithm.inner_lr")
     parser.add_argument("--curve-points", type=int, default=50,
                         help="about this many metrics lines in the curve (default 50)")
     parser.add_argument("--curve-every", type=int, default=None,
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     for item in args.eval_overrides:
         if not item.startswith(EVAL_OVERRIDABLE):
             print(f"error: --eval-set: got '{item}'; evaluation may change only task.*, "
-                  "runtime.*, algorithm.eval_inner_steps and algorithm.inner_lr", file=sys.stderr)
+                  "runtime.*, rl.*, algorithm.eval_inner_steps and algorithm.inner_lr", file=sys.stderr)
             return 2
     out = Path(args.out) if args.out else Path("runs") / (
         f"quality-{Path(args.config).stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")

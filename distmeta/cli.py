@@ -3,6 +3,8 @@
     distmeta train CONFIG [--set KEY=VALUE]... [--out DIR] [--address ADDR] [--resume]
     distmeta eval RUN_DIR_OR_CHECKPOINT [--tasks N] [--split test] [--steps K]
                   [--set KEY=VALUE]... [--json]
+    distmeta adapt RUN_DIR_OR_CHECKPOINT (--task KEY=VALUE... | --sample-task SEED)
+                   [--steps K] [--episodes E] [--seed S] [--json] [--save DIR]
     distmeta presets
 
 Bad input exits with status 2 and one line on stderr starting `error:`.
@@ -18,7 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from distmeta.config import load_config, presets, read_yaml
+from distmeta.config import apply_overrides, load_config, presets, read_yaml
 from distmeta.errors import UserError
 
 
@@ -53,6 +55,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="change task.*, runtime.*, algorithm.eval_inner_steps or inner_lr")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
+    ad = sub.add_parser("adapt", help="adapt a meta-RL policy to one task; return per step")
+    ad.add_argument("checkpoint", help="a meta-RL run directory or a checkpoint file")
+    which = ad.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", dest="task", action="append", metavar="KEY=VALUE",
+                       help="the task, one key at a time (VALUE as YAML: goal=[0.3,-0.2])")
+    which.add_argument("--sample-task", type=int, metavar="SEED",
+                       help="the task env.sample_tasks(1, seed=SEED) draws")
+    ad.add_argument("--steps", type=int, default=None,
+                    help="adaptation steps (default: the run's algorithm.eval_inner_steps)")
+    ad.add_argument("--episodes", type=int, default=None,
+                    help="episodes per step (default: the run's rl.episodes_per_task)")
+    ad.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
+    ad.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="change task.*, runtime.*, rl.* or algorithm.inner_lr")
+    ad.add_argument("--save", help="write the adapted policy to this directory")
+    ad.add_argument("--json", action="store_true", help="print one JSON object")
+
     sub.add_parser("presets", help="list the built-in configs")
 
     args = parser.parse_args(argv)
@@ -61,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "adapt":
+            return _adapt(args)
         return _presets()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -125,6 +146,29 @@ def _eval(args) -> int:
     return 0
 
 
+def _adapt(args) -> int:
+    from distmeta.runtime.adapt import adapt_policy
+
+    task = None
+    if args.task is not None:
+        task = apply_overrides({}, args.task, what="--task")
+    result = adapt_policy(args.checkpoint, task=task, sample_task=args.sample_task,
+                          steps=args.steps, episodes=args.episodes, seed=args.seed,
+                          save=args.save, overrides=args.overrides)
+    if args.json:
+        print(json.dumps({"task": result["task"], "returns": result["returns"],
+                          **({"saved": result["saved"]} if "saved" in result else {})},
+                         allow_nan=False))
+        return 0
+    print(f"{result['checkpoint']} (iteration {result['iteration']}): task {json.dumps(result['task'])}, "
+          f"{result['episodes']} episodes per step")
+    for step, ret in enumerate(result["returns"]):
+        print(f"  after {step} step{'s' if step != 1 else ''}: return {ret:.3f}")
+    if "saved" in result:
+        print(f"adapted policy: {result['saved']}")
+    return 0
+
+
 def _presets() -> int:
     for name, path in presets().items():
         raw = read_yaml(str(path))
@@ -135,6 +179,9 @@ def _presets() -> int:
 
 
 def _describe(line: dict) -> str:
+    if "return" in line["pre_adaptation"]:
+        return (f"return pre-adaptation {line['pre_adaptation']['return']:.3f}, "
+                f"post {line['post_adaptation']['return']:.3f}")
     text = f"pre-adaptation loss {line['pre_adaptation']['loss']:.4f}, " \
            f"post {line['post_adaptation']['loss']:.4f}"
     if "accuracy" in line["post_adaptation"]:

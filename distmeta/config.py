@@ -1,7 +1,7 @@
 """One typed config for a training run, validated at construction.
 
-A run's config is a YAML mapping with four sections (`task`, `model`, `algorithm`,
-`runtime`) beside a few top-level keys. Each section is a small frozen dataclass whose
+A run's config is a YAML mapping with sections (`task`, `model`, `algorithm`, `runtime`,
+and `rl` for meta-RL) beside a few top-level keys. Each section is a small frozen dataclass whose
 fields are documented where they are defined; an unknown key, a value of the wrong type or
 out of range raises `ConfigError` naming the dotted key, before any Ray work starts.
 
@@ -42,8 +42,9 @@ class TaskConfig:
     """
 
     family: str = "sinusoid"
-    """A built-in family (`distmeta presets` shows them in use: sinusoid, omniglot) or a
-    user's own class as a dotted path `package.module:ClassName`."""
+    """A built-in family (`distmeta presets` shows them in use: sinusoid, omniglot, and gym
+    for meta-RL on a gymnasium task-family env) or a user's own class as a dotted path
+    `package.module:ClassName`."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments of the family's constructor; each family documents its own."""
 
@@ -84,11 +85,13 @@ class AlgorithmConfig:
 
     name: Literal["maml", "metasgd", "anil", "reptile", "protonet"] = "maml"
     """maml (second order unless `first_order`), metasgd (learned per-parameter inner
-    learning rates), anil (inner loop adapts only the head), reptile, protonet."""
+    learning rates), anil (inner loop adapts only the head), reptile, protonet. On a meta-RL
+    family (`task.family: gym`) maml is MAML-RL, the one RL algorithm."""
     inner_lr: float = 0.01
     """Step size of the inner (adaptation) SGD steps; Meta-SGD's initial rates."""
     inner_steps: int = 1
-    """Inner SGD steps on the support set during meta-training."""
+    """Inner SGD steps on the support set during meta-training (meta-RL: policy-gradient
+    steps, each on freshly sampled episodes)."""
     eval_inner_steps: int | None = None
     """Inner steps when evaluating (`distmeta eval`); defaults to `inner_steps`."""
     first_order: bool = False
@@ -117,6 +120,35 @@ class AlgorithmConfig:
     @property
     def steps_for_eval(self) -> int:
         return self.inner_steps if self.eval_inner_steps is None else self.eval_inner_steps
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Sampling and objectives of meta-RL (MAML-RL); only for `task.family: gym`."""
+
+    episodes_per_task: int = 20
+    """Episodes sampled per task for each inner step and for the post-adaptation batch
+    (MAML's fast_batch_size)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE's lambda; 1.0 is Monte-Carlo returns minus the linear baseline."""
+    clip: float = 0.2
+    """PPO's clipping range of the outer (post-adaptation) surrogate."""
+    outer_steps: int = 1
+    """Outer optimiser steps per sampled meta-batch (ProMP's PPO steps); steps after the
+    first re-adapt from the same episodes with importance ratios."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of Gaussian policies."""
+
+    def __post_init__(self):
+        _positive("rl.episodes_per_task", self.episodes_per_task)
+        _positive("rl.outer_steps", self.outer_steps)
+        _positive("rl.clip", self.clip)
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"rl.{name}: got {value}; expected a number in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -156,7 +188,8 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole training run. Top-level keys beside the four sections below."""
+    """A whole training run. Top-level keys beside the sections below (`rl` only for
+    meta-RL)."""
 
     seed: int = 0
     """Seeds the initial parameters and every task: task i of iteration t is drawn from
@@ -173,6 +206,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
 
     def __post_init__(self):
         if self.seed < 0:
@@ -188,10 +222,20 @@ class Config:
                 f"{self.meta_batch_size}; expected at most one worker per task"
             )
         family = self.task.make_family()  # validates the family's own options
-        if getattr(family, "kind", None) not in ("regression", "classification"):
+        if getattr(family, "kind", None) not in ("regression", "classification", "rl"):
             raise ConfigError(
                 f"task.family: {type(family).__name__}.kind is {getattr(family, 'kind', None)!r}; "
-                "expected 'regression' or 'classification'"
+                "expected 'regression', 'classification' or 'rl'"
+            )
+        if family.kind == "rl":
+            self._check_rl()
+            return
+        if self.rl != RLConfig():
+            changed = next(f.name for f in dataclasses.fields(RLConfig)
+                           if getattr(self.rl, f.name) != getattr(RLConfig(), f.name))
+            raise ConfigError(
+                f"rl.{changed}: set for task.family '{self.task.family}', which is not a meta-RL "
+                "family; remove it or use task.family: gym"
             )
         from distmeta.models import make_model  # models import this module
 
@@ -200,6 +244,18 @@ class Config:
             raise ConfigError(
                 f"algorithm.name: protonet needs a classification task family; "
                 f"task.family '{self.task.family}' is {family.kind}"
+            )
+
+    def _check_rl(self) -> None:
+        if self.algorithm.name != "maml":
+            raise ConfigError(
+                f"algorithm.name: got {self.algorithm.name} for a meta-RL family; "
+                "expected maml (MAML-RL)"
+            )
+        if self.model.name not in ("auto", "mlp"):
+            raise ConfigError(
+                f"model.name: got {self.model.name} for a meta-RL family; expected auto or mlp "
+                "(an MLP policy)"
             )
 
     def to_dict(self) -> dict:
@@ -258,14 +314,15 @@ def read_yaml(source: str) -> dict:
     return raw
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: list[str], what: str = "--set") -> dict:
     """`KEY=VALUE` pairs with dotted keys; VALUE is parsed as YAML (`0.1`, `true`, `[40]`)."""
     raw = _deep_copy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set: got '{item}'; expected KEY=VALUE, e.g. seed=3")
+            example = "seed=3" if what == "--set" else "goal=[0.3,-0.2]"
+            raise ConfigError(f"{what}: got '{item}'; expected KEY=VALUE, e.g. {example}")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -276,7 +333,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 raise ConfigError(
-                    f"--set {key}: '{'.'.join(parts[: depth + 1])}' is a value, not a section"
+                    f"{what} {key}: '{'.'.join(parts[: depth + 1])}' is a value, not a section"
                 )
             node = child
         node[parts[-1]] = value

@@ -42,3 +42,16 @@ def sine_config():
         return Config.from_dict(apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()]))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def nav2d_run(tmp_path_factory):
+    """A two-iteration meta-RL run (tiny Nav2D) trained through the `distmeta` CLI."""
+    from clirun import run
+
+    out = tmp_path_factory.mktemp("nav2d") / "run"
+    proc = run("train", "nav2d-maml", "--set", "iterations=2", "--set", "num_workers=0",
+               "--set", "meta_batch_size=2", "--set", "rl.episodes_per_task=2",
+               "--set", "task.horizon=10", "--set", "model.hidden_sizes=[8]", "--out", out)
+    assert "done: 2 iterations, return pre-adaptation" in proc.stdout
+    return out

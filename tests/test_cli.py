@@ -1,26 +1,14 @@
 """End-to-end runs of the `distmeta` command, as a user types it."""
 
 import json
-import shutil
-import subprocess
 
 import pytest
-
-DISTMETA = shutil.which("distmeta")
-
-
-def run(*args, check=True, timeout=300):
-    assert DISTMETA, "the distmeta console script is not installed (pip install -e .)"
-    proc = subprocess.run([DISTMETA, *map(str, args)], capture_output=True, text=True, check=False,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from clirun import run
 
 
 def test_presets_lists_the_builtins():
     out = run("presets").stdout
-    for name in ("sinusoid-maml", "omniglot-maml", "omniglot-protonet"):
+    for name in ("sinusoid-maml", "omniglot-maml", "omniglot-protonet", "nav2d-maml"):
         assert name in out
 
 
@@ -65,6 +53,60 @@ def test_omniglot_protonet_train_and_eval(tmp_path, omniglot_dir):
                             "--set", "task.q_query=5", "--json").stdout)
     assert set(result["post_adaptation"]) == {"loss", "accuracy"}
     assert 0 <= result["post_adaptation"]["accuracy"]["mean"] <= 1
+
+
+def test_adapt_a_meta_rl_policy_and_use_the_saved_policy(nav2d_run, tmp_path):
+    import numpy as np
+
+    from distmeta.runtime.adapt import AdaptedPolicy
+
+    save = tmp_path / "adapted"
+    result = json.loads(run("adapt", nav2d_run, "--task", "goal=[0.3,-0.2]", "--steps", "2",
+                            "--episodes", "3", "--json", "--save", save).stdout)
+    assert result["task"] == {"goal": [0.3, -0.2]}
+    assert len(result["returns"]) == 3 and all(r < 0 for r in result["returns"])
+    policy = AdaptedPolicy.load(save)
+    assert policy.task == {"goal": [0.3, -0.2]}
+    assert policy.act(np.zeros(2, dtype=np.float32)).shape == (2,)
+    again = json.loads(run("adapt", nav2d_run, "--task", "goal=[0.3,-0.2]", "--steps", "2",
+                           "--episodes", "3", "--json").stdout)
+    assert again["returns"] == result["returns"]  # same --seed, same episodes
+
+    sampled = json.loads(run("adapt", nav2d_run, "--sample-task", "7", "--steps", "0", "--json").stdout)
+    assert len(sampled["returns"]) == 1 and set(sampled["task"]) == {"goal"}
+    text = run("adapt", nav2d_run, "--sample-task", "7", "--steps", "1").stdout
+    assert "after 0 steps" in text and "after 1 step:" in text
+
+
+def test_eval_of_a_meta_rl_run_reports_returns(nav2d_run):
+    result = json.loads(run("eval", nav2d_run, "--tasks", "3", "--steps", "1", "--json").stdout)
+    assert set(result["pre_adaptation"]) == {"return"} == set(result["post_adaptation"])
+    assert result["tasks"] == 3 and result["inner_steps"] == 1
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--task", "gaol=[0.3,-0.2]"], "--task: unknown key 'gaol' for Nav2D"),
+    (["--task", "goal=[3,0]"], "--task: key 'goal' for Nav2D: got [3, 0]"),
+    (["--task", "goal"], "--task: got 'goal'; expected KEY=VALUE"),
+    (["--task", "goal=[0,0]", "--sample-task", "1"], "not allowed with argument"),
+    ([], "one of the arguments --task --sample-task is required"),
+    (["--sample-task", "1", "--episodes", "0"], "--episodes: got 0; expected >= 1"),
+    (["--sample-task", "1", "--steps", "-1"], "--steps: got -1; expected >= 0"),
+    (["--sample-task", "1", "--set", "algorithm.outer_lr=1"], "--set: got 'algorithm.outer_lr=1'"),
+])
+def test_bad_adapt_input_is_one_error_line(nav2d_run, args, names):
+    proc = run("adapt", nav2d_run, *args, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], proc.stderr
+
+
+def test_adapt_refuses_a_supervised_run(tmp_path):
+    out = tmp_path / "run"
+    run("train", "sinusoid-maml", "--set", "iterations=1", "--set", "num_workers=0", "--out", out)
+    proc = run("adapt", out, "--sample-task", "1", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: checkpoint: ") and "adapt needs a meta-RL run" in proc.stderr
 
 
 def bad_checkpoint(tmp_path):

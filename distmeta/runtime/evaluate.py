@@ -10,7 +10,7 @@ from distmeta.config import Config, apply_overrides
 from distmeta.errors import UserError
 from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 from distmeta.runtime.learner import initial_meta_params
-from distmeta.runtime.worker import ShardRunner
+from distmeta.runtime.worker import runner_class
 from distmeta.tasks import SPLITS
 
 
@@ -23,8 +23,9 @@ def summarise(values: np.ndarray) -> dict:
 
 
 # What evaluation may change in the run's config: where the data is, the episode shape
-# (ProtoNets take any n_way), how it runs, and the adaptation at test time.
-EVAL_OVERRIDABLE = ("task.", "runtime.", "algorithm.eval_inner_steps=", "algorithm.inner_lr=")
+# (ProtoNets take any n_way), how it runs, and the adaptation at test time (for meta-RL also
+# its sampling: rl.*).
+EVAL_OVERRIDABLE = ("task.", "runtime.", "rl.", "algorithm.eval_inner_steps=", "algorithm.inner_lr=")
 
 
 def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
@@ -44,29 +45,9 @@ def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
         raise UserError(f"--seed: got {seed}; expected >= 0")
     if steps is not None and steps < 0:
         raise UserError(f"--steps: got {steps}; expected >= 0")
-    path = resolve_checkpoint(checkpoint)
-    for item in overrides:
-        if not item.startswith(EVAL_OVERRIDABLE):
-            raise UserError(
-                f"--set: got '{item}'; evaluation may change only task.*, runtime.*, "
-                "algorithm.eval_inner_steps and algorithm.inner_lr"
-            )
-    state = load_checkpoint(path)
-    config = Config.from_dict(apply_overrides(state["config"], list(overrides)))
+    path, state, config, family = load_run(checkpoint, overrides)
     steps = config.algorithm.steps_for_eval if steps is None else steps
-
-    family = config.task.make_family()
-    family.prepare()
-    expected = {k: tuple(v.shape) for k, v in initial_meta_params(config, family).items()}
-    found = {k: tuple(v.shape) for k, v in state["meta_params"].items()}
-    if expected != found:
-        diff = next(k for k in sorted(set(expected) | set(found)) if expected.get(k) != found.get(k))
-        raise UserError(
-            f"--set: the checkpoint's parameter {diff} has shape {found.get(diff)}, the config "
-            f"for evaluation needs {expected.get(diff)}; keep the model's shape (e.g. task.n_way "
-            "for models with a head)"
-        )
-    runner = ShardRunner(config, family)
+    runner = runner_class(family)(config, family)
     meta = runner.layout.flatten(state["meta_params"]).numpy()
     chunk = config.meta_batch_size
     rows = [runner.evaluate(meta, split, range(lo, min(lo + chunk, tasks)), steps, seed)
@@ -81,3 +62,29 @@ def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
             for k, v in per_task.items() if k.startswith(phase + "_")
         }
     return result
+
+
+def load_run(checkpoint: str | Path, overrides: list[str] = ()) -> tuple[Path, dict, Config, object]:
+    """A checkpoint's path, state, config (with evaluation-time `overrides`) and prepared
+    task family; the checkpoint's parameters are checked against that config's shapes."""
+    path = resolve_checkpoint(checkpoint)
+    for item in overrides:
+        if not item.startswith(EVAL_OVERRIDABLE):
+            raise UserError(
+                f"--set: got '{item}'; evaluation may change only task.*, runtime.*, rl.*, "
+                "algorithm.eval_inner_steps and algorithm.inner_lr"
+            )
+    state = load_checkpoint(path)
+    config = Config.from_dict(apply_overrides(state["config"], list(overrides)))
+    family = config.task.make_family()
+    family.prepare()
+    expected = {k: tuple(v.shape) for k, v in initial_meta_params(config, family).items()}
+    found = {k: tuple(v.shape) for k, v in state["meta_params"].items()}
+    if expected != found:
+        diff = next(k for k in sorted(set(expected) | set(found)) if expected.get(k) != found.get(k))
+        raise UserError(
+            f"--set: the checkpoint's parameter {diff} has shape {found.get(diff)}, the config "
+            f"for evaluation needs {expected.get(diff)}; keep the model's shape (e.g. task.n_way "
+            "for models with a head)"
+        )
+    return path, state, config, family

@@ -35,7 +35,7 @@ from distmeta.runtime.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from distmeta.runtime.worker import FlatLayout, ShardRunner, build_problem
+from distmeta.runtime.worker import FlatLayout, build_network, runner_class
 
 
 class DivergedError(UserError):
@@ -60,7 +60,7 @@ def initial_meta_params(config: Config, family) -> dict[str, torch.Tensor]:
     torch RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_problem(config, family).model
+        model = build_network(config, family)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     return ALGORITHMS[config.algorithm.name].init(params, config.algorithm)
 
@@ -90,9 +90,9 @@ class MetaLearner:
             self._load_state(state)
 
         self._workers: list = []
-        self._local: ShardRunner | None = None
+        self._local = None
         if config.num_workers == 0:
-            self._local = ShardRunner(config, self.family)
+            self._local = runner_class(self.family)(config, self.family)
         else:
             self._start_workers(address)
         self._metrics_file = None
@@ -106,8 +106,36 @@ class MetaLearner:
     # -- the meta-iteration -----------------------------------------------------------
 
     def step(self) -> dict:
-        """One meta-iteration; returns its metrics line."""
+        """One meta-iteration; returns its metrics line. Meta-RL takes `rl.outer_steps`
+        optimiser steps on the meta-batch its workers sampled once."""
         start = time.perf_counter()
+        outer_steps = self.config.rl.outer_steps if self.family.kind == "rl" else 1
+        env_steps, sampled = 0.0, None
+        for _ in range(outer_steps):
+            n_tasks, sums, norm = self._outer_step()
+            env_steps += sums.pop("env_steps", 0.0)
+            if sampled is None:  # the first step's: at the policy that sampled the meta-batch
+                sampled, grad_norm = sums, norm
+        self.iteration += 1
+
+        elapsed = time.perf_counter() - start
+        line = {
+            "iteration": self.iteration,
+            "meta_loss": sampled["post_loss"] / n_tasks,
+            "pre_adaptation": _scores(sampled, "pre", n_tasks),
+            "post_adaptation": _scores(sampled, "post", n_tasks),
+            "grad_norm": grad_norm,
+            "tasks_per_s": n_tasks / elapsed,
+            "time_s": elapsed,
+        }
+        if self.family.kind == "rl":
+            line["env_steps_per_s"] = env_steps / elapsed
+        if self._metrics_file is not None:
+            self._metrics_file.write(json.dumps(line) + "\n")
+        return line
+
+    def _outer_step(self) -> tuple[int, dict, float]:
+        """Gather the shards' meta-gradients, reduce, clip, step the outer optimiser."""
         config = self.config
         meta_flat = self.layout.flatten(self.meta).cpu().numpy()
         shards = split_shards(config.meta_batch_size, max(config.num_workers, 1))
@@ -138,21 +166,7 @@ class MetaLearner:
             self.meta[k].grad = g.to(self.meta[k].dtype)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.iteration += 1
-
-        elapsed = time.perf_counter() - start
-        line = {
-            "iteration": self.iteration,
-            "meta_loss": sums["post_loss"] / n_tasks,
-            "pre_adaptation": _scores(sums, "pre", n_tasks),
-            "post_adaptation": _scores(sums, "post", n_tasks),
-            "grad_norm": grad_norm,
-            "tasks_per_s": n_tasks / elapsed,
-            "time_s": elapsed,
-        }
-        if self._metrics_file is not None:
-            self._metrics_file.write(json.dumps(line) + "\n")
-        return line
+        return n_tasks, sums, grad_norm
 
     def train(self, on_iteration: Callable[[dict], None] | None = None,
               time_budget_s: float | None = None) -> dict | None:
@@ -265,7 +279,8 @@ class MetaLearner:
             # the cluster's nodes): ship its code with the pickled family instead.
             ray.cloudpickle.register_pickle_by_value(sys.modules[module])
         family_ref = ray.put(self.family)  # the dataset reaches every worker once, by reference
-        AdaptationWorker = ray.remote(ShardRunner)  # the actor: ShardRunner in its own process
+        # The actor: the family's runner (ShardRunner, RLShardRunner) in its own process.
+        AdaptationWorker = ray.remote(runner_class(self.family))
         threads = max(1, int(cpu))
         self._workers = [
             AdaptationWorker.options(num_cpus=cpu, num_gpus=gpu).remote(config, family_ref, threads)

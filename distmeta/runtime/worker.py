@@ -107,3 +107,21 @@ class ShardRunner:
 
     def _to_device(self, tasks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tasks.items()}
+
+
+def runner_class(family: TaskFamily) -> type:
+    """The worker body for a family: `ShardRunner`, or `RLShardRunner` for meta-RL."""
+    if family.kind == "rl":
+        from distmeta.runtime.rl_worker import RLShardRunner
+
+        return RLShardRunner
+    return ShardRunner
+
+
+def build_network(config: Config, family: TaskFamily) -> torch.nn.Module:
+    """The module whose parameters are meta-learned: the model, or the policy for meta-RL."""
+    if family.kind == "rl":
+        from distmeta.runtime.rl_worker import build_policy
+
+        return build_policy(config, family)
+    return build_problem(config, family).model

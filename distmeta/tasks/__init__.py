@@ -7,6 +7,7 @@ from distmeta.tasks.base import SPLITS, TaskFamily, eval_task_rng, train_task_rn
 BUILTIN_FAMILIES = {
     "sinusoid": "distmeta.tasks.sinusoid:Sinusoid",
     "omniglot": "distmeta.tasks.omniglot:Omniglot",
+    "gym": "distmeta.tasks.gym:GymTasks",
 }
 
 

@@ -29,9 +29,10 @@ _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 class TaskFamily(ABC):
     """A distribution over tasks; subclasses are plain data, picklable to Ray workers."""
 
-    kind: ClassVar[Literal["regression", "classification"]]
+    kind: ClassVar[Literal["regression", "classification", "rl"]]
     """`regression` scores with mean squared error; `classification` with cross-entropy
-    over `output_dim` classes, and reports accuracy too."""
+    over `output_dim` classes, and reports accuracy too; `rl` tasks are environment tasks
+    whose data the worker samples (`distmeta.tasks.gym`)."""
 
     @property
     @abstractmethod

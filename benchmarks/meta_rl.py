@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Meta-RL numbers: adaptation curves against baselines, and sampling throughput.
+
+    # Return after 0..K adaptation steps on held-out tasks, for a meta-trained run and the
+    # baselines (random initialisation; RLlib PPO on the task mixture), JSON + PNG:
+    python3 benchmarks/meta_rl.py curve bench_out/nav2d-maml --steps 3 --tasks 40 \\
+        --ppo-minutes 10 --json-out bench_out/nav2d-curve.json --plot bench_out/nav2d-curve.png
+
+    # Env steps per second of meta-training with 1 and 2 Ray workers (median over iterations):
+    python3 benchmarks/meta_rl.py throughput nav2d-maml --workers 1 2 --iterations 12
+
+Every policy is adapted by the same code (`RLShardRunner.sample_adaptation`, the inner step
+of meta-training) with the same budget: `--episodes` episodes per step (default the run's
+`rl.episodes_per_task`), the run's inner learning rate, the same held-out tasks and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distmeta.config import load_config
+from distmeta.runtime import MetaLearner
+from distmeta.runtime.evaluate import load_run, summarise
+from distmeta.runtime.learner import initial_meta_params
+from distmeta.runtime.rl_worker import RLShardRunner
+from distmeta.tasks import eval_task_rng
+
+
+def adaptation_curve(runner: RLShardRunner, params: dict, n_tasks: int, steps: int, episodes: int,
+                     seed: int, chunk: int = 20) -> np.ndarray:
+    """Mean episode return (n_tasks, steps + 1) after 0..steps adaptation steps on the
+    held-out test tasks drawn from `seed` (the tasks `distmeta eval` uses)."""
+    rows = []
+    for lo in range(0, n_tasks, chunk):
+        idx = range(lo, min(lo + chunk, n_tasks))
+        rngs = [eval_task_rng(seed, "test", i) for i in idx]
+        tasks = [runner.family.sample_task(rng, "test") for rng in rngs]
+        rows.append(runner.sample_adaptation(params, tasks, rngs, steps, episodes)[1])
+    return np.concatenate(rows)
+
+
+def curve(args) -> dict:
+    path, state, config, family = load_run(args.run, args.set)
+    runner = RLShardRunner(config, family)
+    episodes = args.episodes or config.rl.episodes_per_task
+    policies = {
+        "MAML-RL": {k: v.detach() for k, v in state["meta_params"].items()},
+        "random init": initial_meta_params(config, family),
+    }
+    extra = {}
+    if args.ppo_minutes > 0:
+        from distmeta.rl.rllib_baseline import train_multitask_ppo
+
+        ppo = train_multitask_ppo(config, time_budget_s=args.ppo_minutes * 60, seed=args.seed)
+        policies["multi-task PPO (RLlib)"] = ppo["params"]
+        extra["ppo"] = {k: v for k, v in ppo.items() if k != "params"}
+    result = {"run": str(path), "iteration": int(state["iteration"]), "env": family.env,
+              "tasks": args.tasks, "steps": args.steps, "episodes": episodes, "seed": args.seed,
+              "inner_lr": config.algorithm.inner_lr, "curves": {}, **extra}
+    for name, params in policies.items():
+        t0 = time.perf_counter()
+        returns = adaptation_curve(runner, params, args.tasks, args.steps, episodes, args.seed)
+        result["curves"][name] = [summarise(returns[:, s]) for s in range(args.steps + 1)]
+        print(f"{name:<24} " + "  ".join(f"{c['mean']:8.2f}" for c in result["curves"][name])
+              + f"   ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    if args.plot:
+        plot(result, Path(args.plot))
+        result["plot"] = args.plot
+    return result
+
+
+def plot(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for name, points in result["curves"].items():
+        steps = range(len(points))
+        means = [p["mean"] for p in points]
+        errs = [p["ci95"] or 0.0 for p in points]
+        ax.errorbar(steps, means, yerr=errs, marker="o", capsize=3, label=name)
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel("mean episode return")
+    ax.set_xticks(range(result["steps"] + 1))
+    ax.set_title(f"{result['env']}: {result['tasks']} held-out tasks, {result['episodes']} episodes/step",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def throughput(args) -> dict:
+    import ray
+
+    ray.init(num_cpus=max(args.workers), include_dashboard=False, logging_level="ERROR")
+    out = {"config": args.config, "iterations": args.iterations, "rows": {}}
+    try:
+        for workers in args.workers:
+            config = load_config(args.config, [*args.set, f"num_workers={workers}",
+                                               f"iterations={args.iterations}", "rl.outer_steps=1"])
+            with MetaLearner(config) as learner:
+                lines = []
+                learner.train(lines.append)
+            rates = [x["env_steps_per_s"] for x in lines[2:]]  # skip start-up iterations
+            out["rows"][workers] = {"median_env_steps_per_s": statistics.median(rates),
+                                    "median_iteration_s": statistics.median(x["time_s"] for x in lines[2:])}
+            print(f"{workers} worker(s): {out['rows'][workers]}", file=sys.stderr)
+    finally:
+        ray.shutdown()
+    base = out["rows"][min(args.workers)]["median_env_steps_per_s"]
+    out["speedup"] = {w: r["median_env_steps_per_s"] / base for w, r in out["rows"].items()}
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("curve", help="return vs adaptation step, meta-trained vs baselines")
+    c.add_argument("run", help="a meta-RL run directory or checkpoint")
+    c.add_argument("--tasks", type=int, default=40)
+    c.add_argument("--steps", type=int, default=3)
+    c.add_argument("--episodes", type=int, default=None)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--ppo-minutes", type=float, default=0.0,
+                   help="train the RLlib PPO multi-task baseline for this long (0: leave it out)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="evaluation-time change of the run's config, e.g. algorithm.inner_lr=0.05")
+    c.add_argument("--plot", help="write a PNG here")
+    c.add_argument("--json-out")
+    t = sub.add_parser("throughput", help="env steps/s of meta-training per worker count")
+    t.add_argument("config")
+    t.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    t.add_argument("--iterations", type=int, default=12)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--json-out")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    result = curve(args) if args.command == "curve" else throughput(args)
+    text = json.dumps(result, indent=1)
+    if getattr(args, "json_out", None):
+        Path(args.json_out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

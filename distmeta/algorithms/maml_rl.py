@@ -1,0 +1,90 @@
+"""MAML-RL (Finn et al. 2017, sec. 5.3) with ProMP's estimators (Rothfuss et al. 2019).
+
+A task's data is fixed-horizon trajectory batches sampled by the worker (`distmeta.rl`):
+`support` holds one batch per inner step (batch s sampled with the policy after s steps),
+`query` the batch sampled with the adapted policy. Each batch is a dict of tensors
+`obs (E, T, obs_dim)`, `actions`, `mask (E, T)`, `advantages` (normalised GAE, constant)
+and `logp_old` (log-probabilities under the policy that sampled it).
+
+Inner step: vanilla policy gradient, written as ProMP's low-variance curvature (LVC)
+objective `mean(pi/pi_old * A)`, whose gradient at the sampling policy is the usual
+`mean(grad log pi * A)` and whose second derivative carries the sampling-distribution term
+that `mean(log pi * A)` would drop. Outer objective: PPO's clipped surrogate on the query
+batch, differentiated through the inner steps (`first_order` drops those second-order terms).
+With `rl.outer_steps > 1` the learner takes several outer steps on one sampled meta-batch, and
+the ratios to `logp_old` make both objectives importance-weighted, as in ProMP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.func import grad
+
+from distmeta.algorithms.core import Algorithm, Params
+from distmeta.config import AlgorithmConfig, RLConfig
+from distmeta.rl.policy import Policy
+
+BATCH_KEYS = ("obs", "actions", "mask", "advantages", "logp_old")
+
+
+@dataclass(frozen=True)
+class RLProblem:
+    """The policy used as a pure function of its parameters, and the RL settings."""
+
+    policy: Policy
+    rl: RLConfig
+    kind: str = "rl"
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def inner_loss(policy: Policy, params: Params, batch: dict[str, Tensor]) -> Tensor:
+    """Minus the LVC policy-gradient objective of one trajectory batch."""
+    logp = policy.log_prob(params, batch["obs"], batch["actions"])
+    ratio = torch.exp(logp - batch["logp_old"])
+    return -_masked_mean(ratio * batch["advantages"], batch["mask"])
+
+
+def outer_loss(policy: Policy, params: Params, batch: dict[str, Tensor], clip: float) -> Tensor:
+    """Minus PPO's clipped surrogate of the (adapted) policy on a trajectory batch."""
+    logp = policy.log_prob(params, batch["obs"], batch["actions"])
+    ratio = torch.exp(logp - batch["logp_old"])
+    adv = batch["advantages"]
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    return -_masked_mean(surrogate, batch["mask"])
+
+
+def split_task(task: dict[str, Tensor], phase: str) -> dict[str, Tensor]:
+    """The `support_*` or `query_*` tensors of a task, without the prefix."""
+    return {k: task[f"{phase}_{k}"] for k in BATCH_KEYS}
+
+
+class MAMLRL(Algorithm):
+    def adapt(self, meta: Params, buffers: Params, support: dict[str, Tensor],
+              problem: RLProblem, cfg: AlgorithmConfig, steps: int) -> Params:
+        """`steps` policy-gradient steps, step s on the s-th batch of `support`."""
+        params = meta
+        for s in range(steps):
+            batch = {k: v[s] for k, v in support.items()}
+            grads = grad(lambda p, b=batch: inner_loss(problem.policy, p, b))(params)
+            if cfg.first_order:
+                grads = {k: g.detach() for k, g in grads.items()}
+            params = {k: params[k] - cfg.inner_lr * grads[k] for k in params}
+        return params
+
+    def task_grad(self, meta: Params, buffers: Params, task: dict[str, Tensor],
+                  problem: RLProblem, cfg: AlgorithmConfig) -> tuple[Params, dict[str, Tensor]]:
+        support, query = split_task(task, "support"), split_task(task, "query")
+        steps = support["obs"].shape[0]
+
+        def objective(m):
+            adapted = self.adapt(m, buffers, support, problem, cfg, steps)
+            loss = outer_loss(problem.policy, adapted, query, problem.rl.clip)
+            return loss, {"post_loss": loss.detach()}
+
+        return grad(objective, has_aux=True)(meta)

@@ -1,0 +1,111 @@
+"""Stochastic MLP policies as pure functions of parameter dicts.
+
+Like the supervised models, a policy module is never cloned or mutated: it defines the
+parameters' names, shapes and initialisation, while the parameters themselves live in dicts
+(meta-parameters, per-task adapted parameters) and are passed in. Sampling takes
+its noise as an argument, so a task's trajectories depend only on the task's own noise
+stream, never on which other tasks share the worker.
+
+Parameter names: `body.{0,2,...}.weight/bias` (tanh hidden layers), `head.weight/bias`
+(Gaussian mean or categorical logits) and, for Gaussian policies, `log_std` (one
+state-independent log standard deviation per action dimension).
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Params = dict[str, Tensor]
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class _MLPPolicy(nn.Module):
+    def __init__(self, obs_dim: int, hidden_sizes: tuple[int, ...], out_dim: int):
+        super().__init__()
+        layers, width = [], obs_dim
+        for h in hidden_sizes:
+            layers += [nn.Linear(width, h), nn.Tanh()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, out_dim)
+        self.n_hidden = len(hidden_sizes)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.head(self.body(obs))
+
+    def out(self, params: Params, obs: Tensor) -> Tensor:
+        """`forward` under `params`, written out: sampling calls it once per task and env
+        step, where `functional_call`'s module bookkeeping cost more than the layers."""
+        x = obs
+        for i in range(self.n_hidden):
+            x = torch.tanh(F.linear(x, params[f"body.{2 * i}.weight"], params[f"body.{2 * i}.bias"]))
+        return F.linear(x, params["head.weight"], params["head.bias"])
+
+
+class GaussianMLPPolicy(_MLPPolicy):
+    """Continuous actions: a ~ N(mlp(obs), exp(log_std)^2), independent per dimension."""
+
+    discrete = False
+
+    def __init__(self, obs_dim: int, hidden_sizes: tuple[int, ...], act_dim: int,
+                 init_log_std: float = 0.0):
+        super().__init__(obs_dim, hidden_sizes, act_dim)
+        self.act_dim = act_dim
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+
+    def noise(self, generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+        return torch.randn(*shape, self.act_dim, generator=generator)
+
+    def sample(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
+        return self.out(params, obs) + params["log_std"].exp() * noise
+
+    def mode(self, params: Params, obs: Tensor) -> Tensor:
+        return self.out(params, obs)
+
+    def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
+        mean, log_std = self.out(params, obs), params["log_std"]
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
+
+
+class CategoricalMLPPolicy(_MLPPolicy):
+    """Discrete actions: a ~ Categorical(softmax(mlp(obs))), sampled by Gumbel-max."""
+
+    discrete = True
+
+    def __init__(self, obs_dim: int, hidden_sizes: tuple[int, ...], n_actions: int):
+        super().__init__(obs_dim, hidden_sizes, n_actions)
+        self.n_actions = n_actions
+
+    def noise(self, generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+        u = torch.rand(*shape, self.n_actions, generator=generator)
+        return -torch.log(-torch.log(u.clamp_min(1e-12)))  # Gumbel(0, 1)
+
+    def sample(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
+        return (self.out(params, obs) + noise).argmax(-1)
+
+    def mode(self, params: Params, obs: Tensor) -> Tensor:
+        return self.out(params, obs).argmax(-1)
+
+    def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
+        logp = torch.log_softmax(self.out(params, obs), -1)
+        return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+
+Policy = GaussianMLPPolicy | CategoricalMLPPolicy
+
+
+def make_policy(observation_space: gym.Space, action_space: gym.Space,
+                hidden_sizes: tuple[int, ...], init_log_std: float = 0.0) -> Policy:
+    """The policy for an environment's spaces: Gaussian for `Box`, categorical for
+    `Discrete` actions; flat `Box` observations."""
+    obs_dim = int(np.prod(observation_space.shape))
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalMLPPolicy(obs_dim, hidden_sizes, int(action_space.n))
+    return GaussianMLPPolicy(obs_dim, hidden_sizes, int(np.prod(action_space.shape)), init_log_std)

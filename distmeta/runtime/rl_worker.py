@@ -1,0 +1,131 @@
+"""`RLShardRunner`: the meta-RL body of an adaptation worker (the `ShardRunner` of RL).
+
+For each task of its shard the worker samples episodes with the meta-policy, takes the
+inner policy-gradient step(s) (sampling afresh after each), samples with the adapted
+policy, and returns the summed gradient of MAML-RL's outer objective with the tasks'
+pre- and post-adaptation returns. The episodes of the latest shard are kept, so that the
+learner's further outer steps on the same meta-batch (`rl.outer_steps`) reuse them. No Ray
+import here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from distmeta.algorithms.core import shard_meta_grad
+from distmeta.algorithms.maml_rl import BATCH_KEYS, MAMLRL, RLProblem
+from distmeta.config import Config
+from distmeta.rl.policy import Params, make_policy
+from distmeta.rl.returns import advantages
+from distmeta.rl.sampler import TrajectorySampler
+from distmeta.runtime.worker import FlatLayout, resolve_device
+from distmeta.tasks import eval_task_rng, train_task_rng
+
+
+def build_policy(config: Config, family):
+    return make_policy(family.observation_space, family.action_space, config.model.hidden_sizes,
+                       config.rl.init_log_std)
+
+
+class RLShardRunner:
+    """Samples and adapts to shards of meta-RL tasks; same interface as `ShardRunner`."""
+
+    algorithm = MAMLRL()
+
+    def __init__(self, config: Config, family, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.config = config
+        self.family = family
+        self.device = resolve_device(config.runtime.device)
+        # Sampling runs the small policy on one observation batch per task and env step: the
+        # CPU does that faster than a GPU would; the meta-gradient runs on `device` (the
+        # module only names and shapes the parameters, so it stays on the CPU).
+        self.policy = build_policy(config, family)
+        self.problem = RLProblem(self.policy, config.rl)
+        self.layout = FlatLayout(dict(self.policy.named_parameters()))
+        self.sampler = TrajectorySampler(family.make_env, self.policy, family.horizon)
+        batching = config.runtime.task_batching
+        self.batching = "vmap" if batching == "auto" else batching
+        self._cached: tuple | None = None
+
+    # -- the runtime's interface ------------------------------------------------------
+
+    def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int]
+                  ) -> tuple[np.ndarray, int, dict[str, float]]:
+        """Summed outer-objective gradient over the training tasks `indices` of `iteration`
+        and metric sums (returns before/after adaptation, outer loss, env steps).
+        A repeated call for the same shard and iteration reuses its episodes."""
+        key = (iteration, tuple(indices))
+        if self._cached is not None and self._cached[0] == key:
+            data, metrics = self._cached[1], dict(self._cached[2], env_steps=0.0)
+        else:
+            rngs = [train_task_rng(self.config.seed, iteration, i) for i in indices]
+            tasks = [self.family.sample_task(rng, "train") for rng in rngs]
+            batches, returns, _ = self.sample_adaptation(
+                self._params(meta), tasks, rngs, self.config.algorithm.inner_steps,
+                self.config.rl.episodes_per_task)
+            data = _stack_tasks(batches)
+            metrics = {"pre_return": float(returns[:, 0].sum()),
+                       "post_return": float(returns[:, -1].sum()),
+                       "env_steps": float(sum(b["mask"].sum() for bs in batches for b in bs))}
+            self._cached = (key, data, metrics)
+        grads, sums = shard_meta_grad(
+            self.algorithm, self._params(meta, self.device), {},
+            {k: v.to(self.device) for k, v in data.items()}, self.problem,
+            self.config.algorithm, self.batching,
+        )
+        metrics = dict(metrics, post_loss=float(sums["post_loss"]))
+        return self.layout.flatten(grads).cpu().numpy(), len(indices), metrics
+
+    def evaluate(self, meta: np.ndarray, split: str, indices: Sequence[int], steps: int,
+                 seed: int) -> dict[str, np.ndarray]:
+        """Per-task mean episode return before and after `steps` adaptation steps on the
+        evaluation tasks `indices` of `split` (a seed stream of its own)."""
+        rngs = [eval_task_rng(seed, split, i) for i in indices]
+        tasks = [self.family.sample_task(rng, split) for rng in rngs]
+        _, returns, _ = self.sample_adaptation(self._params(meta), tasks, rngs, steps,
+                                               self.config.rl.episodes_per_task)
+        return {"pre_return": returns[:, 0], "post_return": returns[:, -1]}
+
+    # -- adaptation -------------------------------------------------------------------
+
+    def sample_adaptation(self, meta: Params, tasks: Sequence[dict],
+                          rngs: Sequence[np.random.Generator], steps: int, episodes: int
+                          ) -> tuple[list[list[dict]], np.ndarray, list[Params]]:
+        """Per task: the `steps + 1` episode batches of an adaptation (batch s sampled with
+        the policy after s steps), mean episode returns `(n_tasks, steps + 1)`, and the
+        adapted parameters. The inner step is `MAMLRL.adapt`'s, one step at a time."""
+        params = [meta] * len(tasks)
+        batches: list[list[dict]] = [[] for _ in tasks]
+        returns = np.zeros((len(tasks), steps + 1))
+        for s in range(steps + 1):
+            rollouts = self.sampler.rollout(params, tasks, rngs, episodes)
+            for i, batch in enumerate(rollouts):
+                returns[i, s] = float(batch["rewards"].sum(1).mean())
+                batch["advantages"] = advantages(batch["obs"], batch["rewards"], batch["mask"],
+                                                 self.config.rl.gamma, self.config.rl.gae_lambda)
+                batches[i].append(batch)
+            if s < steps:
+                params = [self._inner_step(p, b[-1]) for p, b in zip(params, batches)]
+        return batches, returns, params
+
+    def _inner_step(self, params: Params, batch: dict) -> Params:
+        support = {k: batch[k][None] for k in BATCH_KEYS}
+        adapted = self.algorithm.adapt(params, {}, support, self.problem, self.config.algorithm, 1)
+        return {k: v.detach() for k, v in adapted.items()}
+
+    def _params(self, flat: np.ndarray, device: torch.device | None = None) -> Params:
+        flat = torch.from_numpy(flat if flat.flags.writeable else flat.copy())
+        return self.layout.unflatten(flat.to(device) if device is not None else flat)
+
+
+def _stack_tasks(batches: list[list[dict]]) -> dict[str, torch.Tensor]:
+    """`support_*` (tasks, steps, E, T, ...) and `query_*` (tasks, E, T, ...) tensors."""
+    out = {}
+    for k in BATCH_KEYS:
+        out[f"support_{k}"] = torch.stack([torch.stack([b[k] for b in bs[:-1]]) for bs in batches])
+        out[f"query_{k}"] = torch.stack([bs[-1][k] for bs in batches])
+    return out

@@ -1,0 +1,123 @@
+"""Meta-RL task families: a gymnasium environment whose tasks are set through the task
+protocol of `distmeta_envs` (`sample_tasks(n, seed)`, `set_task(task)`, `get_task()`).
+
+    task: {family: gym, env: distmeta/Nav2D-v0}
+
+A task here is the environment's task dict (e.g. `{"goal": [0.3, -0.2]}`); the worker's
+sampler (`distmeta.rl`) turns it into trajectories. Any registered gymnasium id works if its
+unwrapped env has the protocol, flat `Box` observations and `Box` or `Discrete` actions; name
+your own as `package.module:Name-v0` so that every Ray worker imports the module that
+registers it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from distmeta.errors import ConfigError
+from distmeta.tasks.base import TaskFamily
+
+PROTOCOL = ("sample_tasks", "set_task", "get_task")
+
+
+@dataclass
+class GymTasks(TaskFamily):
+    """Tasks of a gymnasium task-family environment; each split is its own seed stream of
+    the same task distribution (RL task families have no held-out data, only held-out draws)."""
+
+    kind = "rl"
+
+    env: str = "distmeta/Nav2D-v0"
+    """A registered gymnasium id; `distmeta_envs` registers distmeta/Nav2D-v0,
+    HalfCheetahVel-v0, HalfCheetahDir-v0, AntDir-v0, PendulumParams-v0, CartPoleParams-v0."""
+    horizon: int | None = None
+    """Steps per episode; default: the id's registered `max_episode_steps`."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of `gymnasium.make` for this id."""
+
+    def __post_init__(self):
+        import distmeta_envs  # noqa: F401 - registers the distmeta/* ids
+
+        module, sep, env_id = self.env.rpartition(":")
+        if sep:  # gymnasium.make imports the module; spec lookups need it done by hand
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ConfigError(f"task.env: cannot import module '{module}': {exc}") from None
+        try:
+            spec = gym.spec(env_id)
+        except gym.error.Error as exc:
+            raise ConfigError(f"task.env: {exc}") from None
+        if self.horizon is None:
+            if spec.max_episode_steps is None:
+                raise ConfigError(
+                    f"task.horizon: {self.env} registers no max_episode_steps; set task.horizon"
+                )
+            self.horizon = int(spec.max_episode_steps)
+        if self.horizon < 1:
+            raise ConfigError(f"task.horizon: got {self.horizon}; expected >= 1")
+        try:
+            probe = self.make_env()
+        except Exception as exc:  # noqa: BLE001 - any constructor failure is the user's kwargs
+            raise ConfigError(f"task.env_kwargs: gymnasium.make('{self.env}') failed: {exc}") from None
+        missing = [m for m in PROTOCOL if not callable(getattr(probe.unwrapped, m, None))]
+        obs_space, act_space = probe.observation_space, probe.action_space
+        probe.close()
+        if missing:
+            raise ConfigError(
+                f"task.env: {self.env} lacks the task protocol ({', '.join(missing)}); "
+                "subclass distmeta_envs.TaskSettableEnv"
+            )
+        if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+            raise ConfigError(f"task.env: {self.env} observations are {obs_space}; expected a flat Box")
+        if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)):
+            raise ConfigError(f"task.env: {self.env} actions are {act_space}; expected Box or Discrete")
+        self.observation_space, self.action_space = obs_space, act_space
+        self._task_env = None
+
+    def make_env(self) -> gym.Env:
+        import distmeta_envs  # noqa: F401 - on a Ray worker, the ids are registered here
+
+        return gym.make(self.env, max_episode_steps=self.horizon, disable_env_checker=True,
+                        **self.env_kwargs)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.observation_space.shape)
+
+    @property
+    def output_dim(self) -> int:
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return int(self.action_space.n)
+        return int(np.prod(self.action_space.shape))
+
+    def sample_task(self, rng: np.random.Generator, split: str) -> dict:
+        return self.task_from_seed(int(rng.integers(2**31)))
+
+    def task_from_seed(self, seed: int) -> dict:
+        """The task `env.sample_tasks(1, seed=seed)` draws."""
+        return self._env().sample_tasks(1, seed=seed)[0]
+
+    def check_task(self, task: dict) -> dict:
+        """The task as the environment accepts it; its ValueError otherwise."""
+        env = self._env()
+        saved = env.get_task()
+        env.set_task(task)
+        checked = env.get_task()
+        env.set_task(saved)
+        return checked
+
+    def _env(self):
+        if self._task_env is None:
+            self._task_env = self.make_env().unwrapped
+        return self._task_env
+
+    def __getstate__(self):  # environments stay out of pickles (Ray ships the family)
+        state = dict(self.__dict__)
+        state["_task_env"] = None
+        return state
