@@ -4,7 +4,8 @@
     # Return after 0..K adaptation steps on held-out tasks, for a meta-trained run and the
     # baselines (random initialisation; RLlib PPO on the task mixture), JSON + PNG:
     python3 benchmarks/meta_rl.py curve bench_out/nav2d-maml --steps 3 --tasks 40 \\
-        --ppo-minutes 10 --json-out bench_out/nav2d-curve.json --plot bench_out/nav2d-curve.png
+        --ppo-minutes 10 --ppo-params bench_out/nav2d-ppo.pt \\
+        --json-out bench_out/nav2d-curve.json --plot bench_out/nav2d-curve.png
 
     # Env steps per second of meta-training with 1 and 2 Ray workers (median over iterations):
     python3 benchmarks/meta_rl.py throughput nav2d-maml --workers 1 2 --iterations 12
@@ -56,10 +57,23 @@ def curve(args) -> dict:
         "random init": initial_meta_params(config, family),
     }
     extra = {}
-    if args.ppo_minutes > 0:
+    cached = Path(args.ppo_params) if args.ppo_params else None
+    if cached is not None and cached.is_file():
+        ppo = torch.load(cached, weights_only=False)
+    elif args.ppo_minutes > 0:
         from distmeta.rl.rllib_baseline import train_multitask_ppo
 
-        ppo = train_multitask_ppo(config, time_budget_s=args.ppo_minutes * 60, seed=args.seed)
+        def log(line):
+            if line["iteration"] % 50 == 0:
+                print(f"  PPO iteration {line['iteration']}, {line['wall_s']:.0f} s, mixture return "
+                      f"{line['episode_return_mean']:.2f}", file=sys.stderr, flush=True)
+
+        ppo = train_multitask_ppo(config, time_budget_s=args.ppo_minutes * 60, seed=args.seed, log=log)
+        if cached is not None:
+            torch.save(ppo, cached)
+    else:
+        ppo = None
+    if ppo is not None:
         policies["multi-task PPO (RLlib)"] = ppo["params"]
         extra["ppo"] = {k: v for k, v in ppo.items() if k != "params"}
     result = {"run": str(path), "iteration": int(state["iteration"]), "env": family.env,
@@ -135,6 +149,8 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--ppo-minutes", type=float, default=0.0,
                    help="train the RLlib PPO multi-task baseline for this long (0: leave it out)")
+    c.add_argument("--ppo-params", help="the PPO baseline's file: read if it exists, else "
+                   "trained for --ppo-minutes and written there")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="evaluation-time change of the run's config, e.g. algorithm.inner_lr=0.05")
     c.add_argument("--plot", help="write a PNG here")

@@ -15,6 +15,10 @@ distmeta/CartPoleParams-v0     pole_length: U[0.25, 1], pole_mass:        200
 distmeta/MetaWorldML1-v0       task_index: int uniform over [0, 49]       500
                                (optional extra "metaworld"; kwargs
                                env_name, benchmark_seed, split)
+distmeta/MetaWorldML10-v0      task_index: int uniform over [0, 499]      500
+                               (10 skills x 50; split="test": [0, 249],
+                               5 held-out skills x 50; optional extra
+                               "metaworld"; kwargs benchmark_seed, split)
 =============================  =========================================  ==========
 
 Every env implements :class:`TaskSettableEnv` (``sample_tasks``, ``set_task``, ``get_task``).
@@ -45,10 +49,11 @@ _SPECS: dict[str, tuple[str, int]] = {
     "distmeta/CartPoleParams-v0": ("distmeta_envs.classic:CartPoleParams", 200),
 }
 ENV_IDS: tuple[str, ...] = tuple(_SPECS)
-# Needs the optional extra "metaworld"; making it without metaworld installed is an ImportError
+# Need the optional extra "metaworld"; making one without metaworld installed is an ImportError
 # that says how to install it.
 _OPTIONAL_SPECS: dict[str, tuple[str, int]] = {
     "distmeta/MetaWorldML1-v0": ("distmeta_envs.metaworld:MetaWorldML1", 500),
+    "distmeta/MetaWorldML10-v0": ("distmeta_envs.metaworld:MetaWorldML10", 500),
 }
 OPTIONAL_ENV_IDS: tuple[str, ...] = tuple(_OPTIONAL_SPECS)
 

@@ -1,4 +1,5 @@
-"""Meta-World ML1 (one manipulation skill, 50 goal variations) behind the task protocol.
+"""Meta-World ML1 (one manipulation skill, 50 goal variations) and ML10 (10 training skills, 5
+held-out test skills, 50 goal variations each) behind the task protocol.
 
 Needs the optional extra: ``pip install -e ".[metaworld]"`` (metaworld 3.1.1, which needs
 mujoco 3.3.0).
@@ -8,12 +9,29 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from distmeta_envs.base import TaskKey, TaskSettableEnv
 
-# metaworld.ML1 builds this many goal variations per split (its private _N_GOALS).
+# metaworld builds this many goal variations per skill and split (its private _N_GOALS).
 _N_TASKS = 50
 _SPLITS = ("train", "test")
+# ML10's skills per split (metaworld.ML10's train_classes / test_classes).
+_ML10_SKILLS = {"train": 10, "test": 5}
+
+
+def _import_metaworld(family: str):
+    try:
+        import metaworld
+    except ImportError:
+        raise ImportError(f"{family} needs the optional dependency metaworld; "
+                          "install it with: pip install -e '.[metaworld]'") from None
+    return metaworld
+
+
+def _check_split(family: str, split: str) -> None:
+    if split not in _SPLITS:
+        raise ValueError(f"{family}: split got {split!r}; expected one of {', '.join(_SPLITS)}")
 
 
 class MetaWorldML1(TaskSettableEnv, gym.Env):
@@ -35,16 +53,11 @@ class MetaWorldML1(TaskSettableEnv, gym.Env):
 
     def __init__(self, env_name: str = "reach-v3", benchmark_seed: int | None = 0, split: str = "train",
                  task: dict | None = None, render_mode: str | None = None):
-        try:
-            import metaworld
-        except ImportError:
-            raise ImportError("MetaWorldML1 needs the optional dependency metaworld; "
-                              "install it with: pip install -e '.[metaworld]'") from None
+        metaworld = _import_metaworld("MetaWorldML1")
         if env_name not in metaworld.ML1.ENV_NAMES:
             raise ValueError(f"MetaWorldML1: env_name got {env_name!r}; expected a Meta-World v3 name "
                              f"such as 'reach-v3' (all: metaworld.ML1.ENV_NAMES)")
-        if split not in _SPLITS:
-            raise ValueError(f"MetaWorldML1: split got {split!r}; expected one of {', '.join(_SPLITS)}")
+        _check_split("MetaWorldML1", split)
         benchmark = metaworld.ML1(env_name, seed=benchmark_seed)
         self._tasks = benchmark.train_tasks if split == "train" else benchmark.test_tasks
         if len(self._tasks) != _N_TASKS:
@@ -78,3 +91,105 @@ class MetaWorldML1(TaskSettableEnv, gym.Env):
 
     def close(self):
         self._env.close()
+
+
+class MetaWorldML10(TaskSettableEnv, gym.Env):
+    """Meta-World ML10: one env over 10 manipulation skills (or the 5 held-out test skills).
+
+    A task is an index into the benchmark's fixed task list for ``split``: ``{"task_index": i}``,
+    i in [0, 499] for ``"train"`` (10 skills x 50 goal variations) or [0, 249] for ``"test"``
+    (5 skills x 50). Indices come in blocks of 50 per skill, in the order of ``skill_names``
+    (train: reach, push, pick-place, door-open, drawer-close, button-press-topdown,
+    peg-insert-side, window-open, sweep, basketball; test: drawer-open, door-close, shelf-place,
+    sweep-into, lever-pull), so sampling uniformly over indices is uniform over skills too.
+    ``benchmark_seed`` fixes the goal variations (None draws new ones per instance).
+
+    As in ML10 the skill and goal are hidden from the observation. Observation (39 numbers; the
+    union of the skills' bounds, which are equal in metaworld 3.1.1), action (Box(-1, 1, (4,)))
+    and reward are Meta-World's; info is Meta-World's plus ``info["skill"]``, the episode's skill
+    name (e.g. ``"push-v3"``), in reset and step. ``distmeta/MetaWorldML10-v0`` truncates at
+    Meta-World's horizon, 500 steps.
+
+    One Meta-World env per skill of the split is built at construction; ``set_task`` sets the
+    task on its skill's env, which becomes the active one at the next ``reset`` (a task takes
+    effect at reset, as in Meta-World and :class:`MetaWorldML1`).
+    """
+
+    # For the train split; an instance narrows task_keys to its split's range.
+    task_keys = (TaskKey("task_index", low=0, high=_ML10_SKILLS["train"] * _N_TASKS - 1, integer=True),)
+
+    def __init__(self, benchmark_seed: int | None = 0, split: str = "train", task: dict | None = None,
+                 render_mode: str | None = None):
+        metaworld = _import_metaworld("MetaWorldML10")
+        _check_split("MetaWorldML10", split)
+        benchmark = metaworld.ML10(seed=benchmark_seed)
+        classes = benchmark.train_classes if split == "train" else benchmark.test_classes
+        self._tasks = benchmark.train_tasks if split == "train" else benchmark.test_tasks
+        self.skill_names: tuple[str, ...] = tuple(classes)
+        # Guards the index range and the 50-per-skill block layout documented above against a
+        # metaworld release that builds the lists differently.
+        layout = [name for name in self.skill_names for _ in range(_N_TASKS)]
+        if len(self.skill_names) != _ML10_SKILLS[split] or [t.env_name for t in self._tasks] != layout:
+            raise RuntimeError(f"MetaWorldML10: metaworld built {len(self._tasks)} {split} tasks over "
+                               f"{len(self.skill_names)} skills; expected {_N_TASKS} per skill, in blocks, "
+                               f"over {_ML10_SKILLS[split]} skills (the version pinned is 3.1.1)")
+        self.task_keys = (TaskKey("task_index", low=0, high=len(self._tasks) - 1, integer=True),)
+        self.split = split
+        self._envs = {name: classes[name](render_mode=render_mode) for name in self.skill_names}
+        first = self._envs[self.skill_names[0]]
+        for name, env in self._envs.items():
+            if env.action_space != first.action_space or env.observation_space.shape != (39,):
+                raise RuntimeError(f"MetaWorldML10: skill {name} has action space {env.action_space} and "
+                                   f"observation shape {env.observation_space.shape}; expected "
+                                   f"{first.action_space} and (39,) like {self.skill_names[0]}")
+        self.render_mode = render_mode
+        self.metadata = first.metadata
+        self.action_space = first.action_space
+        spaces = [env.observation_space for env in self._envs.values()]
+        self.observation_space = gym.spaces.Box(np.minimum.reduce([s.low for s in spaces]),
+                                                np.maximum.reduce([s.high for s in spaces]), dtype=np.float64)
+        self._env = self._next_env = first  # the episode's env, and the one the next reset starts
+        self._skill = self._next_skill = self.skill_names[0]
+        self.set_task(task if task is not None else self.default_task())
+
+    def set_task(self, task: dict) -> None:
+        super().set_task(self._validate_for_split(task))
+
+    def skill_of(self, task: dict) -> str:
+        """The skill name of a task of this env's split, e.g. ``"push-v3"``."""
+        return self._tasks[self._validate_for_split(task)["task_index"]].env_name
+
+    def _validate_for_split(self, task: Any) -> dict:
+        # validate_task (a classmethod) checks the class's task_keys, the train split's range;
+        # check the index against this instance's split first, so a test-split error names [0, 249].
+        if isinstance(task, dict) and "task_index" in task:
+            self.task_keys[0].validate(self.family_name(), task["task_index"])
+        return self.validate_task(task)
+
+    def _apply_task(self, task: dict) -> None:
+        mw_task = self._tasks[task["task_index"]]
+        self._next_skill = mw_task.env_name
+        self._next_env = self._envs[mw_task.env_name]
+        self._next_env.set_task(mw_task)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            # Meta-World's reset ignores its seed argument; its own seed() is the way in. Every
+            # skill's env, so later episodes on other skills are reproducible too.
+            for env in self._envs.values():
+                env.seed(seed)
+        self._env, self._skill = self._next_env, self._next_skill
+        obs, info = self._env.reset()
+        return obs, {**info, "skill": self._skill}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        return obs, reward, terminated, truncated, {**info, "skill": self._skill}
+
+    def render(self):
+        return self._env.render()
+
+    def close(self):
+        for env in self._envs.values():
+            env.close()

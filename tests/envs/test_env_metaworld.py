@@ -1,4 +1,4 @@
-"""Meta-World ML1 behind the task protocol (needs the "metaworld" extra, which CI installs)."""
+"""Meta-World ML1 and ML10 behind the task protocol (needs the "metaworld" extra, which CI installs)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from gymnasium.utils.env_checker import check_env
 import distmeta_envs
 
 ID = "distmeta/MetaWorldML1-v0"
+ML10 = "distmeta/MetaWorldML10-v0"
 # gym.make's passive checker would warn on every make about the hidden goal's zero-width bounds;
 # test_checker_and_spaces runs the full checker itself.
 QUIET = {"disable_env_checker": True}
@@ -25,15 +26,20 @@ def reach():
     env.close()
 
 
+def checker_warnings(env: gym.Env) -> list[str]:
+    """gymnasium's check_env warnings, less the known ones about Meta-World's observation space
+    (unbounded entries, and zero-width bounds for the hidden goal)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped, skip_render_check=True)
+    allowed = ("infinity", "maximum and minimum values are equal")
+    return [str(w.message) for w in caught if not any(a in str(w.message) for a in allowed)]
+
+
 def test_checker_and_spaces(reach):
     assert reach.spec.max_episode_steps == 500
     assert reach.observation_space.shape == (39,) and reach.action_space.shape == (4,)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_env(reach.unwrapped, skip_render_check=True)
-    # Meta-World's observation space has unbounded and degenerate (hidden-goal) entries.
-    allowed = ("infinity", "maximum and minimum values are equal")
-    assert [str(w.message) for w in caught if not any(a in str(w.message) for a in allowed)] == []
+    assert checker_warnings(reach) == []
 
 
 def test_tasks_are_indices_into_ml1s_fifty(reach):
@@ -98,4 +104,101 @@ def test_mixture_over_ml1_sets_the_task_before_reset():
     direct.reset(seed=3)
     np.testing.assert_array_equal(mixed, [direct.step(a)[1] for a in actions])
     direct.close()
+    env.close()
+
+
+# ---- ML10 ------------------------------------------------------------------------------------
+
+TRAIN_SKILLS = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3",
+                "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "sweep-v3", "basketball-v3"]
+TEST_SKILLS = ["drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3"]
+
+
+@pytest.fixture(scope="module")
+def ml10():
+    """One ML10 train-split env for the module: metaworld.ML10 takes several seconds to build."""
+    env = gym.make(ML10, benchmark_seed=0, **QUIET)
+    yield env
+    env.close()
+
+
+def test_ml10_checker_and_spaces(ml10):
+    assert ml10.spec.max_episode_steps == 500
+    assert ml10.observation_space.shape == (39,)
+    assert ml10.action_space == gym.spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+    assert checker_warnings(ml10) == []
+
+
+def test_ml10_indices_are_blocks_of_fifty_per_skill(ml10):
+    env = ml10.unwrapped
+    assert env.skill_names == tuple(TRAIN_SKILLS) and env.task_keys[0].high == 499
+    assert env.get_task() == {"task_index": 0}
+    assert [env.skill_of({"task_index": i}) for i in range(500)] == [s for s in TRAIN_SKILLS for _ in range(50)]
+    for index in (0, 149, 499):
+        env.set_task({"task_index": index})
+        assert ml10.reset(seed=0)[1]["skill"] == TRAIN_SKILLS[index // 50]
+        assert ml10.step(np.zeros(4, dtype=np.float32))[4]["skill"] == TRAIN_SKILLS[index // 50]
+
+
+def test_ml10_sampling_is_seeded_and_uniform_over_skills(ml10):
+    env = ml10.unwrapped
+    tasks = env.sample_tasks(2000, seed=7)
+    assert tasks == env.sample_tasks(2000, seed=7) and tasks != env.sample_tasks(2000, seed=8)
+    assert all(type(t["task_index"]) is int and 0 <= t["task_index"] <= 499 for t in tasks)
+    counts = {skill: 0 for skill in TRAIN_SKILLS}
+    for t in tasks:
+        counts[env.skill_of(t)] += 1
+    assert all(120 <= n <= 280 for n in counts.values()), counts  # 200 each expected, sd about 13
+
+
+def test_ml10_set_task_switches_skill_at_the_next_reset(ml10):
+    actions = np.random.default_rng(0).uniform(-1, 1, (20, 4)).astype(np.float32)
+    reach = rewards(ml10, {"task_index": 3}, actions)
+    np.testing.assert_array_equal(rewards(ml10, {"task_index": 3}, actions), reach)
+    push = rewards(ml10, {"task_index": 53}, actions)  # same goal slot, another skill
+    assert not np.allclose(push, reach)
+    # A task set mid-episode waits for the reset, as in Meta-World: the episode stays on push.
+    ml10.unwrapped.set_task({"task_index": 410})
+    assert ml10.step(actions[0])[4]["skill"] == "push-v3"
+    assert ml10.reset()[1]["skill"] == "sweep-v3"
+
+
+def test_ml10_full_episodes_across_skills(ml10):
+    zero = np.zeros(4, dtype=np.float32)
+    for index in (10, 210, 10):  # back to a skill whose env already ran to the horizon
+        ml10.unwrapped.set_task({"task_index": index})
+        ml10.reset(seed=1)
+        truncated = [ml10.step(zero)[3] for _ in range(500)]
+        assert truncated[-1] and not any(truncated[:-1])
+
+
+def test_ml10_bad_tasks_are_one_line_errors(ml10):
+    env = ml10.unwrapped
+    with pytest.raises(ValueError, match=r"key 'task_index' for MetaWorldML10: got 500; expected an integer in \[0, 499\]"):
+        env.set_task({"task_index": 500})
+    with pytest.raises(ValueError, match="unknown key 'skill' for MetaWorldML10; expected keys: task_index"):
+        env.set_task({"task_index": 1, "skill": "reach-v3"})
+    with pytest.raises(ValueError, match="missing key 'task_index' for MetaWorldML10"):
+        env.skill_of({})
+    with pytest.raises(ValueError, match="MetaWorldML10: split got 'val'; expected one of train, test"):
+        gym.make(ML10, split="val")
+
+
+def test_ml10_mixture_draws_skills_and_reports_them(ml10):
+    env = distmeta_envs.TaskMixture(ml10)  # not closed: that would close the module's env
+    infos = [env.reset(seed=0)[1]] + [env.reset()[1] for _ in range(9)]
+    assert all(info["skill"] == ml10.unwrapped.skill_of(info["task"]) for info in infos)
+    assert len({info["skill"] for info in infos}) > 3
+
+
+def test_ml10_test_split_has_five_held_out_skills():
+    env = gym.make(ML10, benchmark_seed=0, split="test", **QUIET)
+    test = env.unwrapped
+    assert test.skill_names == tuple(TEST_SKILLS) and test.task_keys[0].high == 249
+    assert [test.skill_of({"task_index": i}) for i in range(0, 250, 50)] == TEST_SKILLS
+    assert {test.skill_of(t) for t in test.sample_tasks(200, seed=0)} == set(TEST_SKILLS)
+    with pytest.raises(ValueError, match=r"key 'task_index' for MetaWorldML10: got 250; expected an integer in \[0, 249\]"):
+        test.set_task({"task_index": 250})
+    test.set_task({"task_index": 249})
+    assert env.reset(seed=0)[1]["skill"] == "lever-pull-v3"
     env.close()
