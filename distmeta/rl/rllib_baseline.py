@@ -55,9 +55,10 @@ def rllib_to_policy_params(state: dict[str, torch.Tensor], expected: dict[str, t
 
 def ppo_config(config: Config, seed: int):
     """RLlib's PPOConfig for the mixture of `config.task.env`, shaped like our policy."""
-    import distmeta_envs
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    import distmeta_envs
 
     family = config.task.make_family()
     distmeta_envs.register_ray_envs()
