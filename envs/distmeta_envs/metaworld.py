@@ -6,6 +6,7 @@ mujoco 3.3.0).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -27,6 +28,15 @@ def _import_metaworld(family: str):
         raise ImportError(f"{family} needs the optional dependency metaworld; "
                           "install it with: pip install -e '.[metaworld]'") from None
     return metaworld
+
+
+@functools.lru_cache(maxsize=4)
+def _seeded_ml10(seed: int):
+    """metaworld.ML10(seed), built once per process: building it (resetting each of its 15 skills
+    50 times to draw goals) takes seconds, and its task lists are immutable."""
+    import metaworld
+
+    return metaworld.ML10(seed=seed)
 
 
 def _check_split(family: str, split: str) -> None:
@@ -102,7 +112,8 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
     (train: reach, push, pick-place, door-open, drawer-close, button-press-topdown,
     peg-insert-side, window-open, sweep, basketball; test: drawer-open, door-close, shelf-place,
     sweep-into, lever-pull), so sampling uniformly over indices is uniform over skills too.
-    ``benchmark_seed`` fixes the goal variations (None draws new ones per instance).
+    ``benchmark_seed`` fixes the goal variations (None draws new ones per instance). Building
+    the benchmark takes seconds; with a seed it is built once per process and shared.
 
     As in ML10 the skill and goal are hidden from the observation. Observation (39 numbers; the
     union of the skills' bounds, which are equal in metaworld 3.1.1), action (Box(-1, 1, (4,)))
@@ -122,7 +133,7 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
                  render_mode: str | None = None):
         metaworld = _import_metaworld("MetaWorldML10")
         _check_split("MetaWorldML10", split)
-        benchmark = metaworld.ML10(seed=benchmark_seed)
+        benchmark = metaworld.ML10(seed=None) if benchmark_seed is None else _seeded_ml10(benchmark_seed)
         classes = benchmark.train_classes if split == "train" else benchmark.test_classes
         self._tasks = benchmark.train_tasks if split == "train" else benchmark.test_tasks
         self.skill_names: tuple[str, ...] = tuple(classes)

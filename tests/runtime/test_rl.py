@@ -123,10 +123,12 @@ def test_rl_keys_on_a_supervised_family_are_an_error():
 
 
 @pytest.mark.parametrize("env", ["distmeta/CartPoleParams-v0", "distmeta/PendulumParams-v0",
-                                 "distmeta/HalfCheetahVel-v0", "distmeta/AntDir-v0"])
+                                 "distmeta/HalfCheetahVel-v0", "distmeta/AntDir-v0",
+                                 "distmeta/MetaWorldML10-v0"])
 def test_every_family_meta_trains(env):
     """One iteration on each kind of env: discrete actions (categorical policy), classic
-    control, MuJoCo, and Ant's early termination (masked steps)."""
+    control, MuJoCo, Ant's early termination (masked steps), Meta-World ML10 (optional extra,
+    installed by .ci/run)."""
     config = nav_config(f"task.env={env}", "iterations=1", "meta_batch_size=2",
                         "rl.episodes_per_task=2", "task.horizon=30")
     with MetaLearner(config) as learner:
