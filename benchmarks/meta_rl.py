@@ -4,7 +4,7 @@
     # Return after 0..K adaptation steps on held-out tasks, for a meta-trained run and the
     # baselines (random initialisation; RLlib PPO on the task mixture), JSON + PNG:
     python3 benchmarks/meta_rl.py curve bench_out/nav2d-maml --steps 3 --tasks 40 \\
-        --ppo-minutes 10 --ppo-params bench_out/nav2d-ppo.pt \\
+        --ppo-minutes 30 --ppo-iterations 500 --ppo-params bench_out/nav2d-ppo.pt \\
         --json-out bench_out/nav2d-curve.json --plot bench_out/nav2d-curve.png
 
     # Env steps per second of meta-training with 1 and 2 Ray workers (median over iterations):
@@ -64,11 +64,12 @@ def curve(args) -> dict:
         from distmeta.rl.rllib_baseline import train_multitask_ppo
 
         def log(line):
-            if line["iteration"] % 50 == 0:
+            if line["iteration"] % 50 == 0 and line["episode_return_mean"] is not None:
                 print(f"  PPO iteration {line['iteration']}, {line['wall_s']:.0f} s, mixture return "
                       f"{line['episode_return_mean']:.2f}", file=sys.stderr, flush=True)
 
-        ppo = train_multitask_ppo(config, time_budget_s=args.ppo_minutes * 60, seed=args.seed, log=log)
+        ppo = train_multitask_ppo(config, time_budget_s=args.ppo_minutes * 60, seed=args.seed, log=log,
+                                  max_iterations=args.ppo_iterations)
         if cached is not None:
             torch.save(ppo, cached)
     else:
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--ppo-minutes", type=float, default=0.0,
                    help="train the RLlib PPO multi-task baseline for this long (0: leave it out)")
+    c.add_argument("--ppo-iterations", type=int, default=None,
+                   help="stop PPO after this many iterations (4,000 env steps each) if sooner")
     c.add_argument("--ppo-params", help="the PPO baseline's file: read if it exists, else "
                    "trained for --ppo-minutes and written there")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
