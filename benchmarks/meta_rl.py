@@ -165,6 +165,8 @@ def main(argv=None) -> int:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--json-out")
     args = parser.parse_args(argv)
+    if args.command == "throughput" and args.iterations < 3:
+        parser.error(f"--iterations: got {args.iterations}; expected >= 3 (the first two are skipped)")
     torch.set_num_threads(1)
     result = curve(args) if args.command == "curve" else throughput(args)
     text = json.dumps(result, indent=1)

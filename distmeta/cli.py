@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--seed", type=int, default=0,
                     help="seed of the held-out tasks (default 0; the same for every run)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="change task.*, runtime.*, algorithm.eval_inner_steps or inner_lr")
+                    help="change task.*, runtime.*, rl.*, algorithm.eval_inner_steps or inner_lr")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     ad = sub.add_parser("adapt", help="adapt a meta-RL policy to one task; return per step")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="episodes per step (default: the run's rl.episodes_per_task)")
     ad.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
     ad.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="change task.*, runtime.*, rl.* or algorithm.inner_lr")
+                    help="change task.*, runtime.*, rl.*, algorithm.eval_inner_steps or inner_lr")
     ad.add_argument("--save", help="write the adapted policy to this directory")
     ad.add_argument("--json", action="store_true", help="print one JSON object")
 

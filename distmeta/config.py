@@ -262,6 +262,8 @@ class Config:
         """Plain data that `from_dict` (and YAML) reads back to an equal config."""
         out = dataclasses.asdict(self)
         out["task"] = {"family": self.task.family, **dict(self.task.options)}
+        if self.rl == RLConfig():  # as configs written before `rl` existed, which resume reads
+            del out["rl"]
         return _plain(out)
 
     @classmethod
@@ -321,7 +323,7 @@ def apply_overrides(raw: dict, overrides: list[str], what: str = "--set") -> dic
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            example = "seed=3" if what == "--set" else "goal=[0.3,-0.2]"
+            example = "seed=3" if what == "--set" else "goal=[0.3,-0.2] (the env's task keys)"
             raise ConfigError(f"{what}: got '{item}'; expected KEY=VALUE, e.g. {example}")
         try:
             value = yaml.safe_load(text)

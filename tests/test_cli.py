@@ -167,3 +167,19 @@ def test_address_joins_a_running_cluster(tmp_path):
         assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
     finally:
         cluster.shutdown()
+
+
+def test_saved_policy_acts_within_the_action_bounds_and_damage_is_one_error(nav2d_run, tmp_path):
+    import numpy as np
+
+    from distmeta.errors import UserError
+    from distmeta.runtime.adapt import AdaptedPolicy
+
+    save = tmp_path / "adapted"
+    run("adapt", nav2d_run, "--sample-task", "3", "--steps", "1", "--episodes", "2", "--save", save)
+    policy = AdaptedPolicy.load(save)
+    policy.params["head.bias"] = policy.params["head.bias"] + 5.0  # a mean far outside the box
+    assert np.allclose(policy.act(np.zeros(2, dtype=np.float32)), 0.1)
+    (save / "policy.pt").write_bytes(b"damaged")
+    with pytest.raises(UserError, match=r"^policy: cannot read .*policy.pt"):
+        AdaptedPolicy.load(save)

@@ -36,7 +36,6 @@ class RLProblem:
 
     policy: Policy
     rl: RLConfig
-    kind: str = "rl"
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:

@@ -28,17 +28,22 @@ def baseline_features(obs: Tensor) -> Tensor:
 
 def linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
     """Value estimates from a ridge regression of the returns on `baseline_features`, fitted
-    on this batch's valid steps; the ridge grows until the solve is finite."""
+    on this batch's valid steps; the ridge grows tenfold (up to 5 times) while the system is
+    singular. Non-finite returns give non-finite values, which the learner reports as a
+    diverged meta-gradient."""
     feats = baseline_features(obs.double())
     valid = mask.bool()
     x, y = feats[valid], returns.double()[valid]
     gram, rhs = x.T @ x, x.T @ y
     eye = torch.eye(gram.shape[0], dtype=gram.dtype)
-    for _ in range(5):
-        coef = torch.linalg.solve(gram + reg * eye, rhs)
-        if torch.isfinite(coef).all():
+    for attempt in range(5):
+        try:
+            coef = torch.linalg.solve(gram + reg * eye, rhs)
             break
-        reg *= 10
+        except torch.linalg.LinAlgError:
+            if attempt == 4:
+                raise
+            reg *= 10
     return (feats @ coef).to(returns.dtype) * mask
 
 

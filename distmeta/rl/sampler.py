@@ -26,25 +26,28 @@ class TrajectorySampler:
         self.make_env = make_env
         self.policy = policy
         self.horizon = horizon
-        self._vector_envs: dict[int, gym.vector.SyncVectorEnv] = {}
+        self._vector_env_size = 0
+        self._vector_env: gym.vector.SyncVectorEnv | None = None
         self._low = self._high = None
 
-    def _vector_env(self, n_envs: int) -> gym.vector.SyncVectorEnv:
-        if n_envs not in self._vector_envs:
-            # Sub-environments are reused across rollouts: only their tasks and seeds change.
+    def vector_env(self, n_envs: int) -> gym.vector.SyncVectorEnv:
+        """The sub-environments, reused across rollouts of the same size (only their tasks
+        and seeds change); a rollout of another size replaces them."""
+        if n_envs != self._vector_env_size:
+            self.close()
             vec = gym.vector.SyncVectorEnv([self.make_env] * n_envs, copy=False)
             space = vec.single_action_space
             if isinstance(space, gym.spaces.Box):
                 self._low, self._high = space.low, space.high
-            self._vector_envs[n_envs] = vec
-        return self._vector_envs[n_envs]
+            self._vector_env, self._vector_env_size = vec, n_envs
+        return self._vector_env
 
     def rollout(self, params: Sequence[Params], tasks: Sequence[dict],
                 rngs: Sequence[np.random.Generator], episodes: int) -> list[dict[str, Tensor]]:
         """Per task: `obs (E, T, obs_dim)`, `actions`, `rewards (E, T)`, `mask (E, T)` and
         `logp_old`, sampled with that task's `params` from its generator."""
         n_tasks, horizon, policy = len(tasks), self.horizon, self.policy
-        vec = self._vector_env(n_tasks * episodes)
+        vec = self.vector_env(n_tasks * episodes)
         for i, task in enumerate(tasks):
             for env in vec.envs[i * episodes:(i + 1) * episodes]:
                 env.unwrapped.set_task(task)
@@ -99,6 +102,6 @@ class TrajectorySampler:
         return out
 
     def close(self) -> None:
-        for vec in self._vector_envs.values():
-            vec.close()
-        self._vector_envs.clear()
+        if self._vector_env is not None:
+            self._vector_env.close()
+        self._vector_env, self._vector_env_size = None, 0

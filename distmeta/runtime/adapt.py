@@ -9,7 +9,6 @@ adaptation step, and the adapted policy saved for use.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -45,8 +44,10 @@ def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: 
     if seed < 0:
         raise UserError(f"--seed: got {seed}; expected >= 0")
     save = Path(save) if save is not None else None
-    if save is not None and save.exists() and not save.is_dir():
-        raise UserError(f"--save: {save} is a file; expected a directory")
+    if save is not None:
+        if save.exists() and not save.is_dir():
+            raise UserError(f"--save: {save} is a file; expected a directory")
+        save.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before sampling
     path, state, config, family = load_run(checkpoint, overrides)
     if family.kind != "rl":
         raise UserError(
@@ -71,22 +72,21 @@ def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: 
               "steps": steps, "episodes": episodes, "seed": seed,
               "returns": [float(r) for r in returns[0]]}
     if save is not None:
-        save.mkdir(parents=True, exist_ok=True)
         payload = {"params": adapted[0], "config": config.to_dict(), "task": task,
                    "returns": result["returns"]}
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        atomic_write(save / POLICY_FILE, lambda f: f.write(buffer.getvalue()))
+        atomic_write(save / POLICY_FILE, lambda f: torch.save(payload, f))
         atomic_write(save / "adaptation.json", lambda f: f.write(json.dumps(result).encode()))
         result["saved"] = str(save / POLICY_FILE)
     return result
 
 
 class AdaptedPolicy:
-    """A policy saved by `adapt_policy(..., save=DIR)`: `act(obs)` gives an action."""
+    """A policy saved by `adapt_policy(..., save=DIR)`: `act(obs)` gives the action the
+    environment received during adaptation (clipped to a `Box` action space's bounds)."""
 
-    def __init__(self, policy: Policy, params: Params, task: dict, config: dict):
+    def __init__(self, policy: Policy, params: Params, task: dict, config: dict, action_space):
         self.policy, self.params, self.task, self.config = policy, params, task, config
+        self.bounds = (action_space.low, action_space.high) if hasattr(action_space, "low") else None
 
     @classmethod
     def load(cls, directory: str | Path) -> AdaptedPolicy:
@@ -95,10 +95,14 @@ class AdaptedPolicy:
         file = Path(directory) / POLICY_FILE
         if not file.is_file():
             raise UserError(f"policy: no {POLICY_FILE} in {directory}; save one with adapt --save")
-        payload = torch.load(file, map_location="cpu", weights_only=False)
+        try:
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise UserError(f"policy: cannot read {file}: {str(exc).splitlines()[0]}") from None
         config = Config.from_dict(payload["config"])
-        policy = build_policy(config, config.task.make_family())
-        return cls(policy, payload["params"], payload["task"], payload["config"])
+        family = config.task.make_family()
+        return cls(build_policy(config, family), payload["params"], payload["task"], payload["config"],
+                   family.action_space)
 
     def act(self, obs, deterministic: bool = True) -> np.ndarray:
         """The action for one observation: the mean (or most likely action), or a sample."""
@@ -108,4 +112,5 @@ class AdaptedPolicy:
                 out = self.policy.mode(self.params, x)
             else:
                 out = self.policy.sample(self.params, x, self.policy.noise(None, (1,)))
-        return out[0].numpy()
+        action = out[0].numpy()
+        return np.clip(action, *self.bounds) if self.bounds is not None else action

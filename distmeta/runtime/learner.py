@@ -292,6 +292,8 @@ class MetaLearner:
         if self._metrics_file is not None:
             self._metrics_file.close()
             self._metrics_file = None
+        if self._local is not None and hasattr(self._local, "close"):
+            self._local.close()
         if self._workers:
             import ray
 

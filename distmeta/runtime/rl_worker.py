@@ -71,7 +71,9 @@ class RLShardRunner:
             metrics = {"pre_return": float(returns[:, 0].sum()),
                        "post_return": float(returns[:, -1].sum()),
                        "env_steps": float(sum(b["mask"].sum() for bs in batches for b in bs))}
-            self._cached = (key, data, metrics)
+            # Further outer steps of this iteration (the learner keeps `iteration` until they
+            # are done) reuse these episodes.
+            self._cached = (key, data, metrics) if self.config.rl.outer_steps > 1 else None
         grads, sums = shard_meta_grad(
             self.algorithm, self._params(meta, self.device), {},
             {k: v.to(self.device) for k, v in data.items()}, self.problem,
@@ -111,6 +113,9 @@ class RLShardRunner:
             if s < steps:
                 params = [self._inner_step(p, b[-1]) for p, b in zip(params, batches)]
         return batches, returns, params
+
+    def close(self) -> None:
+        self.sampler.close()
 
     def _inner_step(self, params: Params, batch: dict) -> Params:
         support = {k: batch[k][None] for k in BATCH_KEYS}

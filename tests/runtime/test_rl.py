@@ -170,3 +170,14 @@ def test_step_by_step_adaptation_is_the_algorithms_adapt():
     for k, start in meta.items():
         torch.testing.assert_close(adapted[0][k], in_one_go[k].detach())
         assert not torch.equal(adapted[0][k], start)
+
+
+def test_configs_without_rl_keys_read_and_resume_as_before(tmp_path):
+    """Supervised configs (and runs saved before the `rl` section existed) carry no `rl:`."""
+    sine = Config.from_dict({"task": {"family": "sinusoid"}, "iterations": 2, "checkpoint_every": 1})
+    assert "rl" not in sine.to_dict()
+    assert "rl" in nav_config().to_dict()  # non-default rl settings are kept
+    final_params(sine, out_dir=tmp_path)
+    resumed = Config.from_dict(dict(sine.to_dict(), iterations=3))
+    with MetaLearner(resumed, out_dir=tmp_path, resume=True) as learner:
+        assert learner.iteration == 2
