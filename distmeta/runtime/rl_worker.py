@@ -105,10 +105,11 @@ class RLShardRunner:
         returns = np.zeros((len(tasks), steps + 1))
         for s in range(steps + 1):
             rollouts = self.sampler.rollout(params, tasks, rngs, episodes)
+            obs, rewards, mask = (torch.stack([b[k] for b in rollouts]) for k in ("obs", "rewards", "mask"))
+            adv = advantages(obs, rewards, mask, self.config.rl.gamma, self.config.rl.gae_lambda)
+            returns[:, s] = rewards.sum(-1).mean(-1).numpy()
             for i, batch in enumerate(rollouts):
-                returns[i, s] = float(batch["rewards"].sum(1).mean())
-                batch["advantages"] = advantages(batch["obs"], batch["rewards"], batch["mask"],
-                                                 self.config.rl.gamma, self.config.rl.gae_lambda)
+                batch["advantages"] = adv[i]
                 batches[i].append(batch)
             if s < steps:
                 params = [self._inner_step(p, b[-1]) for p, b in zip(params, batches)]

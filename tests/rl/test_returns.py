@@ -50,3 +50,16 @@ def test_advantages_are_normalised_over_valid_steps_and_zero_elsewhere():
     assert abs(float(valid.mean())) < 1e-5
     assert abs(float(valid.std()) - 1) < 1e-4
     assert torch.all(adv[~mask.bool()] == 0)
+
+
+def test_a_stack_of_tasks_gives_each_tasks_own_advantages():
+    """The shard's tasks go through at once; each keeps its own baseline and normalisation."""
+    g = torch.Generator().manual_seed(3)
+    obs, rewards = torch.randn(3, 4, 9, 2, generator=g), torch.randn(3, 4, 9, generator=g) * 5
+    mask = torch.ones(3, 4, 9)
+    mask[1, 2, 6:] = 0
+    rewards = rewards * mask
+    stacked = advantages(obs, rewards, mask, 0.99, 0.97)
+    for i in range(3):
+        alone = advantages(obs[i], rewards[i], mask[i], 0.99, 0.97)
+        torch.testing.assert_close(stacked[i], alone, rtol=1e-5, atol=1e-5)
