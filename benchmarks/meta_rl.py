@@ -32,20 +32,16 @@ from distmeta.runtime import MetaLearner
 from distmeta.runtime.evaluate import load_run, summarise
 from distmeta.runtime.learner import initial_meta_params
 from distmeta.runtime.rl_worker import RLShardRunner
-from distmeta.tasks import eval_task_rng
 
 
 def adaptation_curve(runner: RLShardRunner, params: dict, n_tasks: int, steps: int, episodes: int,
                      seed: int, chunk: int = 20) -> np.ndarray:
     """Mean episode return (n_tasks, steps + 1) after 0..steps adaptation steps on the
     held-out test tasks drawn from `seed` (the tasks `distmeta eval` uses)."""
-    rows = []
-    for lo in range(0, n_tasks, chunk):
-        idx = range(lo, min(lo + chunk, n_tasks))
-        rngs = [eval_task_rng(seed, "test", i) for i in idx]
-        tasks = [runner.family.sample_task(rng, "test") for rng in rngs]
-        rows.append(runner.sample_adaptation(params, tasks, rngs, steps, episodes)[1])
-    return np.concatenate(rows)
+    return np.concatenate([
+        runner.return_curve(params, "test", range(lo, min(lo + chunk, n_tasks)), steps, seed, episodes)
+        for lo in range(0, n_tasks, chunk)
+    ])
 
 
 def curve(args) -> dict:

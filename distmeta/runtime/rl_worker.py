@@ -65,7 +65,7 @@ class RLShardRunner:
             rngs = [train_task_rng(self.config.seed, iteration, i) for i in indices]
             tasks = [self.family.sample_task(rng, "train") for rng in rngs]
             batches, returns, _ = self.sample_adaptation(
-                self._params(meta), tasks, rngs, self.config.algorithm.inner_steps,
+                self.layout.from_numpy(meta), tasks, rngs, self.config.algorithm.inner_steps,
                 self.config.rl.episodes_per_task)
             data = _stack_tasks(batches)
             metrics = {"pre_return": float(returns[:, 0].sum()),
@@ -75,7 +75,7 @@ class RLShardRunner:
             # are done) reuse these episodes.
             self._cached = (key, data, metrics) if self.config.rl.outer_steps > 1 else None
         grads, sums = shard_meta_grad(
-            self.algorithm, self._params(meta, self.device), {},
+            self.algorithm, self.layout.from_numpy(meta, self.device), {},
             {k: v.to(self.device) for k, v in data.items()}, self.problem,
             self.config.algorithm, self.batching,
         )
@@ -86,11 +86,17 @@ class RLShardRunner:
                  seed: int) -> dict[str, np.ndarray]:
         """Per-task mean episode return before and after `steps` adaptation steps on the
         evaluation tasks `indices` of `split` (a seed stream of its own)."""
+        returns = self.return_curve(self.layout.from_numpy(meta), split, indices, steps, seed,
+                                    self.config.rl.episodes_per_task)
+        return {"pre_return": returns[:, 0], "post_return": returns[:, -1]}
+
+    def return_curve(self, params: Params, split: str, indices: Sequence[int], steps: int,
+                     seed: int, episodes: int) -> np.ndarray:
+        """Mean episode return `(tasks, steps + 1)` after 0..steps adaptation steps from
+        `params` on the evaluation tasks `indices` of `split`."""
         rngs = [eval_task_rng(seed, split, i) for i in indices]
         tasks = [self.family.sample_task(rng, split) for rng in rngs]
-        _, returns, _ = self.sample_adaptation(self._params(meta), tasks, rngs, steps,
-                                               self.config.rl.episodes_per_task)
-        return {"pre_return": returns[:, 0], "post_return": returns[:, -1]}
+        return self.sample_adaptation(params, tasks, rngs, steps, episodes)[1]
 
     # -- adaptation -------------------------------------------------------------------
 
@@ -122,10 +128,6 @@ class RLShardRunner:
         support = {k: batch[k][None] for k in BATCH_KEYS}
         adapted = self.algorithm.adapt(params, {}, support, self.problem, self.config.algorithm, 1)
         return {k: v.detach() for k, v in adapted.items()}
-
-    def _params(self, flat: np.ndarray, device: torch.device | None = None) -> Params:
-        flat = torch.from_numpy(flat if flat.flags.writeable else flat.copy())
-        return self.layout.unflatten(flat.to(device) if device is not None else flat)
 
 
 def _stack_tasks(batches: list[list[dict]]) -> dict[str, torch.Tensor]:

@@ -34,6 +34,12 @@ class FlatLayout:
         parts = torch.split(flat, self.sizes)
         return {k: p.view(shape) for k, p, shape in zip(self.names, parts, self.shapes)}
 
+    def from_numpy(self, flat: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The parameter dict of a flat numpy vector, on `device`."""
+        # Ray hands over read-only zero-copy views; torch wants writable memory.
+        tensor = torch.from_numpy(flat if flat.flags.writeable else flat.copy())
+        return self.unflatten(tensor.to(device))
+
 
 def resolve_device(choice: str) -> torch.device:
     """`auto` takes the GPU this process sees (Ray exposes only the worker's own), else CPU."""
@@ -80,7 +86,7 @@ class ShardRunner:
         seed = self.config.seed
         tasks = self.family.sample([train_task_rng(seed, iteration, i) for i in indices], "train")
         grads, metrics = shard_meta_grad(
-            self.algorithm, self._params(meta), self.buffers, self._to_device(tasks),
+            self.algorithm, self.layout.from_numpy(meta, self.device), self.buffers, self._to_device(tasks),
             self.problem, self.config.algorithm, self.batching,
         )
         return (
@@ -95,15 +101,10 @@ class ShardRunner:
         drawn from the evaluation `seed`."""
         tasks = self.family.sample([eval_task_rng(seed, split, i) for i in indices], split)
         metrics = evaluate_shard(
-            self.algorithm, self._params(meta), self.buffers, self._to_device(tasks),
+            self.algorithm, self.layout.from_numpy(meta, self.device), self.buffers, self._to_device(tasks),
             self.problem, self.config.algorithm, steps, self.batching,
         )
         return {k: v.cpu().numpy() for k, v in metrics.items()}
-
-    def _params(self, flat: np.ndarray) -> dict[str, torch.Tensor]:
-        # Ray hands over read-only zero-copy views; torch wants writable memory.
-        flat = torch.from_numpy(flat if flat.flags.writeable else flat.copy())
-        return self.layout.unflatten(flat.to(self.device))
 
     def _to_device(self, tasks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tasks.items()}
