@@ -5,6 +5,7 @@
                   [--set KEY=VALUE]... [--json]
     distmeta adapt RUN_DIR_OR_CHECKPOINT (--task KEY=VALUE... | --sample-task SEED)
                    [--steps K] [--episodes E] [--seed S] [--json] [--save DIR]
+    distmeta tune SEARCH_CONFIG [--set KEY=VALUE]... [--out DIR] [--address ADDR] [--resume]
     distmeta presets
 
 Bad input exits with status 2 and one line on stderr starting `error:`.
@@ -72,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     ad.add_argument("--save", help="write the adapted policy to this directory")
     ad.add_argument("--json", action="store_true", help="print one JSON object")
 
+    tu = sub.add_parser("tune", help="Ray Tune search over meta-hyperparameters")
+    tu.add_argument("config", help="a search YAML (see tune_configs/) or a shipped config's name")
+    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the search config (num_samples=2, fixed.num_workers=0); "
+                         "repeatable")
+    tu.add_argument("--out", help="search directory (default: runs/tune-<config>-<time>)")
+    tu.add_argument("--address", help="an existing Ray cluster (HOST:PORT or auto)")
+    tu.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
+
     sub.add_parser("presets", help="list the built-in configs")
 
     args = parser.parse_args(argv)
@@ -82,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "adapt":
             return _adapt(args)
+        if args.command == "tune":
+            return _tune(args)
         return _presets()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -167,6 +179,51 @@ def _adapt(args) -> int:
     if "saved" in result:
         print(f"adapted policy: {result['saved']}")
     return 0
+
+
+def _tune(args) -> int:
+    from distmeta.search import load_search
+
+    spec = load_search(args.config, args.overrides)
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        raise UserError("--resume: name the search directory to continue with --out DIR")
+    else:
+        out = Path("runs") / f"tune-{Path(args.config).stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+    from distmeta.search.runner import run_search
+
+    summary = run_search(spec, out, address=args.address, resume=args.resume)
+    metric = summary["metric"]
+    keys = list(spec.space)
+    print(f"{'trial':<14}{'status':<9}{'iter':>7}  {metric:>24}  " + "  ".join(keys))
+    for t in summary["trials"]:
+        value = "-" if t["metric"] is None else f"{t['metric']:.6g}"
+        print(f"{t['trial_id']:<14}{t['status']:<9}{t['iteration']:>7}  {value:>24}  "
+              + "  ".join(_short(t["values"][k]) for k in keys))
+        if t["error"]:
+            print(f"{'':<14}error: {t['error']}")
+    best = summary["best"]
+    if best is not None:
+        print(f"best: {best['trial_id']} {metric} {best['metric']:.6g} ({summary['mode']})")
+        print(f"best config: {best['config']}  (distmeta train {best['config']})")
+        if "checkpoint" in best:
+            print(f"best checkpoint: {best['checkpoint']}  (distmeta eval {best['checkpoint']})")
+    print(f"search directory: {out}  (tensorboard --logdir {out})")
+    if summary["interrupted"]:
+        again = ["distmeta", "tune", args.config, *[f"--set={o}" for o in args.overrides],
+                 *(["--address", args.address] if args.address else []), "--out", str(out), "--resume"]
+        print(f"interrupted; continue with: {shlex.join(again)}", file=sys.stderr)
+        return 130
+    if best is None:
+        print("error: no trial finished with a finite metric; see the errors above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _presets() -> int:

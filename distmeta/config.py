@@ -329,17 +329,22 @@ def apply_overrides(raw: dict, overrides: list[str], what: str = "--set") -> dic
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
-        node = raw
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(
-                    f"{what} {key}: '{'.'.join(parts[: depth + 1])}' is a value, not a section"
-                )
-            node = child
-        node[parts[-1]] = value
+        set_dotted(raw, key, value, what)
     return raw
+
+
+def set_dotted(raw: dict, key: str, value: Any, what: str = "--set") -> None:
+    """`raw[a][b][c] = value` for the dotted key `a.b.c`, creating sections on the way."""
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"{what} {key}: '{'.'.join(parts[: depth + 1])}' is a value, not a section"
+            )
+        node = child
+    node[parts[-1]] = value
 
 
 def load_config(source: str, overrides: list[str] = ()) -> Config:

@@ -87,7 +87,7 @@ class MetaLearner:
         self.optimizer = optimizer_cls(list(self.meta.values()), lr=algo.outer_lr)
         self.iteration = 0
         if state is not None:
-            self._load_state(state)
+            self.load_state(state)
 
         self._workers: list = []
         self._local = None
@@ -201,13 +201,46 @@ class MetaLearner:
         return save_checkpoint(self.out_dir / "checkpoints", self.iteration, self.state(),
                                self.config.runtime.keep_checkpoints)
 
-    def _load_state(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
+        """Continue from another learner's `state()`: meta-parameters, optimiser moments,
+        iteration and RNG. Its config may differ in anything that keeps the network's shape;
+        the outer learning rate stays this learner's `algorithm.outer_lr` (PBT restores one
+        trial's state into another trial's hyperparameters)."""
+        expected = {k: tuple(v.shape) for k, v in self.meta.items()}
+        found = {k: tuple(v.shape) for k, v in state["meta_params"].items()}
+        if expected != found:
+            key = next(k for k in sorted(set(expected) | set(found)) if expected.get(k) != found.get(k))
+            raise UserError(
+                f"checkpoint: its parameter {key} has shape {found.get(key)}; this config's "
+                f"network needs {expected.get(key)}; restore it into a config with the same model"
+            )
         with torch.no_grad():
             for k, v in self.meta.items():
                 v.copy_(state["meta_params"][k])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.algorithm.outer_lr
         torch.set_rng_state(state["torch_rng"])
         self.iteration = int(state["iteration"])
+
+    def validate(self, tasks: int, split: str = "val", seed: int = 0) -> dict:
+        """Mean pre- and post-adaptation scores of the current meta-parameters on `tasks`
+        held-out tasks of `split`, adapted with `algorithm.eval_inner_steps` on the workers.
+        The tasks come from `seed`, so every call (and every trial of a search) scores the
+        same tasks."""
+        steps = self.config.algorithm.steps_for_eval
+        meta_flat = self.layout.flatten(self.meta).cpu().numpy()
+        chunk = self.config.meta_batch_size
+        chunks = [range(lo, min(lo + chunk, tasks)) for lo in range(0, tasks, chunk)]
+        if self._local is not None:
+            rows = [self._local.evaluate(meta_flat, split, c, steps, seed) for c in chunks]
+        else:
+            import ray
+
+            rows = ray.get([self._workers[i % len(self._workers)].evaluate.remote(meta_flat, split, c, steps, seed)
+                            for i, c in enumerate(chunks)])
+        means = {k: float(np.concatenate([r[k] for r in rows]).mean()) for k in rows[0]}
+        return {"pre_adaptation": _scores(means, "pre", 1), "post_adaptation": _scores(means, "post", 1)}
 
     def _check_out_dir(self, resume: bool) -> dict | None:
         """Validate the run directory before any work (writing nothing); the resume state."""

@@ -1,0 +1,221 @@
+"""Real Ray Tune searches through the `distmeta tune` CLI on this machine's 2 CPUs: ASHA,
+PBT, Optuna and HyperOpt, an interrupted search resumed, the best config trained, and every
+shipped config run small."""
+
+import json
+import signal
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from clirun import DISTMETA, run
+
+from distmeta import MetaLearner
+from distmeta.search import load_search
+from distmeta.search.trial import params_sha
+
+SINE = {"base": "sinusoid-maml", "fixed": {"num_workers": 0, "meta_batch_size": 10}}
+
+
+def write_search(path: Path, **raw) -> Path:
+    path.write_text(yaml.safe_dump({**SINE, **raw}))
+    return path
+
+
+def trial_rows(out: Path) -> dict[str, list[dict]]:
+    """Every report of every trial (each trial's reports.jsonl), by trial id."""
+    rows = {}
+    for f in sorted(out.glob("run_trial_*/reports.jsonl")):
+        lines = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if lines:
+            rows[lines[0]["trial_id"]] = lines
+    return rows
+
+
+def tensorboard_scalars(trial_dir: Path) -> dict[str, list[float]]:
+    """Scalars of a trial's TensorBoard event files (the TFRecord framing read by hand)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[float]] = {}
+    for path in trial_dir.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+def test_asha_search_with_workers_in_each_trials_placement_group(tmp_path):
+    # Two trials at a time hold all 2 CPUs in their placement groups (0.5 learner + 0.5
+    # worker each): a worker scheduled outside its trial's group would find no CPU and
+    # the search would hang. The two bad inner learning rates start only when a slot
+    # frees, after both good ones passed the first rung, so ASHA stops them there.
+    search = write_search(
+        tmp_path / "asha.yaml",
+        fixed={"num_workers": 1, "meta_batch_size": 10},
+        search_space={"algorithm.inner_lr": {"grid": [0.05, 0.01, 0.3, 0.4]}},
+        scheduler={"name": "asha", "grace_period": 20, "reduction_factor": 3},
+        num_samples=1, max_iterations=60, report_every=10, validation={"tasks": 20},
+        resources={"learner_cpu": 0.5, "worker_cpu": 0.5},
+    )
+    out = tmp_path / "search"
+    proc = run("tune", search, "--out", out, timeout=600)
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["metric"] == "val.post_adaptation.loss" and not summary["interrupted"]
+    by_lr = {t["values"]["algorithm.inner_lr"]: t for t in summary["trials"]}
+    assert by_lr[0.3]["status"] == by_lr[0.4]["status"] == "stopped"
+    assert by_lr[0.3]["iteration"] == by_lr[0.4]["iteration"] == 20
+    finished = [lr for lr in (0.05, 0.01) if by_lr[lr]["status"] == "done"]
+    assert finished and all(by_lr[lr]["iteration"] == 60 for lr in finished)
+    assert summary["best"]["values"]["algorithm.inner_lr"] in finished
+    assert "leaderboard (4 trials, val.post_adaptation.loss, min):" in proc.stderr
+    for lr in (0.05, 0.01, 0.3, 0.4):
+        assert by_lr[lr]["trial_id"] in proc.stdout
+
+    rows = trial_rows(out)
+    tune_rows = [[json.loads(line) for line in f.read_text().splitlines()] for f in out.glob("run_trial_*/result.json")]
+    spans = sorted((r[0]["timestamp"] - r[0]["time_total_s"], r[-1]["timestamp"]) for r in tune_rows)
+    assert spans[1][0] < spans[0][1], "the first two trials did not run at the same time"
+    for row in rows.values():
+        assert {"val/post_adaptation/loss", "post_adaptation/loss", "params_sha"} <= set(row[0])
+    best_dir = Path(summary["best"]["path"])
+    scalars = tensorboard_scalars(best_dir)
+    assert len(scalars["ray/tune/val/post_adaptation/loss"]) == 6
+
+    best = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert best["algorithm"]["inner_lr"] == summary["best"]["values"]["algorithm.inner_lr"]
+    assert best["iterations"] == 60 and best["num_workers"] == 1
+    trained = run("train", out / "best_config.yaml", "--set", "iterations=20", "--out", tmp_path / "retrain")
+    assert "done: 20 iterations" in trained.stdout
+    scored = json.loads(run("eval", out / "best_checkpoint.pt", "--tasks", "20", "--json").stdout)
+    assert scored["iteration"] == 60
+
+
+def test_pbt_exploit_restores_another_trials_learner_state(tmp_path):
+    search = write_search(
+        tmp_path / "pbt.yaml",
+        search_space={"algorithm.inner_lr": {"loguniform": [0.001, 0.3]},
+                      "algorithm.outer_lr": {"loguniform": [0.0001, 0.01]}},
+        scheduler={"name": "pbt", "perturbation_interval": 20, "quantile_fraction": 0.5, "synch": True},
+        num_samples=2, max_iterations=60, report_every=10, resources={"learner_cpu": 1},
+    )
+    out = tmp_path / "search"
+    run("tune", search, "--out", out, timeout=600)
+    rows = trial_rows(out)
+    sha_at = {(tid, r["iteration"]): r["params_sha"] for tid, trial in rows.items() for r in trial}
+    exploits = [(tid, r) for tid, trial in rows.items() for r in trial
+                if r.get("restored_from") and not r["restored_from"].startswith(tid + "@")]
+    assert exploits, "neither trial exploited the other in 60 iterations"
+    for tid, r in exploits:
+        donor, _, at = r["restored_from"].partition("@")
+        # The learner continued from the donor's parameters at its checkpoint ...
+        assert r["restored_params_sha"] == sha_at[(donor, int(at))]
+        assert r["iteration"] == int(at) + 10
+        # ... with this trial's perturbed hyperparameters.
+        assert r["outer_lr"] == pytest.approx(r["config"]["algorithm.outer_lr"])
+        donor_lr = next(d["config"]["algorithm.outer_lr"] for d in rows[donor] if d["iteration"] == int(at))
+        assert r["outer_lr"] != pytest.approx(donor_lr)
+
+
+def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+    search = write_search(
+        tmp_path / "long.yaml",
+        search_space={"algorithm.inner_lr": {"grid": [0.05, 0.02, 0.01, 0.005]}},
+        num_samples=1, max_iterations=400, report_every=20, resources={"learner_cpu": 1},
+    )
+    out = tmp_path / "search"
+    proc = subprocess.Popen([DISTMETA, "tune", str(search), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any(len(r) >= 2 for r in trial_rows(out).values()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stdout + stderr
+    assert f"interrupted; continue with: distmeta tune {search} --out {out} --resume" in stderr
+    first = json.loads((out / "results.json").read_text())
+    assert first["interrupted"] and any(t["status"] == "unfinished" for t in first["trials"])
+
+    run("tune", search, "--out", out, "--resume", timeout=600)
+    summary = json.loads((out / "results.json").read_text())
+    assert not summary["interrupted"] and [t["status"] for t in summary["trials"]] == ["done"] * 4
+    rows = trial_rows(out)
+    assert any(r.get("restored_from", "").startswith(tid + "@") for tid, trial in rows.items() for r in trial)
+    spec = load_search(str(search))
+    for tid, trial in rows.items():
+        config = spec.train_config({"algorithm.inner_lr": trial[-1]["config"]["algorithm.inner_lr"]})
+        with MetaLearner(config) as learner:
+            learner.train()
+            assert trial[-1]["params_sha"] == params_sha(learner), tid
+
+
+@pytest.mark.parametrize("searcher", ["optuna", "hyperopt"])
+def test_model_based_searchers(tmp_path, searcher):
+    search = write_search(
+        tmp_path / "s.yaml", searcher=searcher,
+        search_space={"algorithm.inner_lr": {"loguniform": [0.001, 0.1]},
+                      "algorithm.first_order": {"choice": [True, False]}},
+        num_samples=3, max_iterations=20, report_every=10, resources={"learner_cpu": 1},
+    )
+    out = tmp_path / "search"
+    run("tune", search, "--out", out)
+    summary = json.loads((out / "results.json").read_text())
+    lrs = [t["values"]["algorithm.inner_lr"] for t in summary["trials"]]
+    assert len(set(lrs)) == 3 and all(0.001 <= lr <= 0.1 for lr in lrs)
+    assert all(t["status"] == "done" for t in summary["trials"])
+
+
+SMALL = {
+    "sinusoid_maml_asha": ["fixed.num_workers=0", "validation.tasks=5", "scheduler.grace_period=2"],
+    "omniglot_protonet_optuna": ["fixed.num_workers=0", "validation.tasks=2", "scheduler.grace_period=2",
+                                 "search_space.model.channels={choice: [8]}"],
+    "nav2d_maml_pbt": ["fixed.num_workers=0", "fixed.meta_batch_size=2", "fixed.rl.episodes_per_task=2",
+                       "fixed.task.horizon=10", "scheduler.perturbation_interval=2"],
+    "halfcheetah_vel_maml": ["fixed.num_workers=0", "fixed.meta_batch_size=2", "fixed.rl.episodes_per_task=1",
+                             "fixed.task.horizon=10", "scheduler.grace_period=2", "fixed.model.hidden_sizes=[8]"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_each_shipped_config_runs_small(tmp_path, name, omniglot_dir):
+    extra = [f"fixed.task.data_dir={omniglot_dir}"] if "omniglot" in name else []
+    sets = [*SMALL[name], *extra, "num_samples=2", "max_iterations=4", "report_every=2"]
+    out = tmp_path / "search"
+    run("tune", name, *[f"--set={s}" for s in sets], "--out", out, timeout=600)
+    summary = json.loads((out / "results.json").read_text())
+    assert len(summary["trials"]) == 2 and summary["best"] is not None
+    run("train", out / "best_config.yaml", "--set", "iterations=1", "--out", tmp_path / "retrain")
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_bad_input_exits_2_before_ray(tmp_path):
+    search = write_search(tmp_path / "s.yaml", search_space={"algorithm.inner_lr": {"choice": [0.01]}},
+                          max_iterations=10, resources={"learner_cpu": 1})
+    out = tmp_path / "never"
+    line = one_error_line(run("tune", search, "--set", "search_space.algorithm.inner_lrr={uniform: [0.1, 0.01]}",
+                              "--out", out, check=False))
+    assert "search_space.algorithm.inner_lrr" in line
+    line = one_error_line(run("tune", search, "--set", "searcher=bayes", "--out", out, check=False))
+    assert line.startswith("error: searcher: got 'bayes'")
+    line = one_error_line(run("tune", search, "--set", "resources.learner_cpu=2", "--set", "fixed.num_workers=2",
+                              "--out", out, check=False))
+    assert "resources: a trial needs 4 CPUs" in line
+    line = one_error_line(run("tune", search, "--out", out, "--resume", check=False))
+    assert "--resume: no search to continue" in line
+    assert not out.exists()
+    line = one_error_line(run("tune", search, "--resume", check=False))
+    assert "--resume: name the search directory" in line
