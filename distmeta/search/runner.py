@@ -68,9 +68,21 @@ def run_search(spec: SearchSpec, out_dir: str | Path, address: str | None = None
         if gpu is None:  # a whole GPU per worker where there are any: bundles need a number
             gpu = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
             set_dotted(base, "runtime.resources_per_worker.gpu", gpu)
+        cluster_gpus = ray.cluster_resources().get("GPU", 0)
+        if max(spec.worker_counts()) > 0 and not (worker_cpu > 0 or gpu > 0):
+            raise UserError(
+                "resources.worker_cpu: 0 CPUs and 0 GPUs per worker leave each worker's bundle of the "
+                "trial's placement group empty; expected worker_cpu > 0 (or GPUs on the cluster)"
+            )
+        if gpu * max(spec.worker_counts()) > cluster_gpus:
+            raise UserError(
+                f"resources.worker_gpu: a trial's {max(spec.worker_counts())} workers x {gpu:g} GPU need "
+                f"{gpu * max(spec.worker_counts()):g} GPUs; the Ray cluster has {cluster_gpus:g}; "
+                "lower it (fractions pack workers on a GPU) or num_workers"
+            )
         if not resume:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write(out / SEARCH_FILE, lambda f: f.write(yaml.safe_dump(spec.to_dict(), sort_keys=False).encode()))
+            atomic_write(out / SEARCH_FILE, lambda f: f.write(yaml.safe_dump(_record(spec), sort_keys=False).encode()))
         grid = _fit(spec, base, out, resume, worker_cpu, gpu)
         return _summarise(spec, out, grid)
     finally:
@@ -89,14 +101,16 @@ def _fit(spec: SearchSpec, base: dict, out: Path, resume: bool, worker_cpu: floa
 
     validation = {"tasks": spec.validation.tasks, "split": spec.validation.split, "seed": spec.validation.seed}
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base, report_every=spec.report_every, validation=validation),
+        tune.with_parameters(run_trial, base=base, report_every=spec.report_every, validation=validation,
+                             workdir=str(Path.cwd())),
         resources=bundles,
     )
     # Tune's own console output (an experiment box, a TensorBoard hint into /tmp/ray) would
     # mix with the leaderboard; the legacy reporter at verbose 0 prints nothing.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     if resume:
-        tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        # Errored trials stay errored: a diverged trial would diverge again.
+        tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         random.seed(spec.seed)  # PBT draws its perturbations from `random`
         # PBT suggests `reset_config` to reuse trial actors; a function trainable has none.
@@ -140,17 +154,31 @@ def _scheduler(spec: SearchSpec):
     if spec.scheduler.name == "asha":
         return ASHAScheduler(time_attr="iteration", max_t=iterations,
                              grace_period=spec.grace_period(iterations),
-                             reduction_factor=spec.scheduler.reduction_factor)
+                             reduction_factor=spec.scheduler.reduction_factor or 3)
     if spec.scheduler.name == "pbt":
         space = spec.space
+        mutated = {k: space[k] for k in spec.mutations()}
         return PopulationBasedTraining(
             time_attr="iteration", perturbation_interval=spec.perturbation_interval(iterations),
-            hyperparam_mutations={k: space[k].to_mutation() for k in spec.mutations()},
-            quantile_fraction=spec.scheduler.quantile_fraction,
-            resample_probability=spec.scheduler.resample_probability,
+            hyperparam_mutations={k: d.to_mutation() for k, d in mutated.items()},
+            custom_explore_fn=ClipToSpace(mutated),
+            quantile_fraction=spec.scheduler.quantile_fraction or 0.25,
+            resample_probability=0.25 if spec.scheduler.resample_probability is None
+            else spec.scheduler.resample_probability,
             synch=spec.scheduler.synch,
         )
     return FIFOScheduler()
+
+
+class ClipToSpace:
+    """PBT's explore step scales values by 0.8 or 1.2 without bounds; keep them inside the
+    searched (and validated) range. A class, not a closure: Tune pickles the scheduler."""
+
+    def __init__(self, space: dict):
+        self.space = space
+
+    def __call__(self, config: dict) -> dict:
+        return {**config, **{k: d.clip(config[k]) for k, d in self.space.items() if k in config}}
 
 
 class Leaderboard(tune.Callback):
@@ -170,6 +198,9 @@ class Leaderboard(tune.Callback):
             self.show(len(trials))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.show(len(trials))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
         self.show(len(trials))
 
     def show(self, n_trials: int) -> None:
@@ -248,6 +279,12 @@ def _with_values(base: dict, values: dict, spec: SearchSpec) -> dict:
     return raw
 
 
+def _record(spec: SearchSpec) -> dict:
+    """What search.yaml holds: the search, with its base's contents (not just its name), so
+    that a resume notices an edited base file."""
+    return json.loads(json.dumps({**spec.to_dict(), "base": spec.base_raw()}))
+
+
 def _check_out_dir(spec: SearchSpec, out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file; expected a search directory")
@@ -259,7 +296,7 @@ def _check_out_dir(spec: SearchSpec, out: Path, resume: bool) -> None:
     if not (out / "tuner.pkl").exists() or not saved.exists():
         raise UserError(f"--resume: no search to continue in {out}; start it without --resume")
     before = yaml.safe_load(saved.read_text())
-    now = json.loads(json.dumps(spec.to_dict()))
+    now = _record(spec)
     diff = _first_difference(before, now)
     if diff is not None:
         key, old, new = diff

@@ -20,6 +20,7 @@ scheduler/searcher mismatches raise `ConfigError` naming the key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import math
@@ -95,14 +96,25 @@ class Distribution:
         return cls(kind, (low, high))
 
     def extremes(self) -> tuple:
-        """The values whose configs must all be valid for every draw to be."""
+        """Values whose configs must all be valid for every draw to be: the ends, and for
+        continuous ranges a non-integer inside (an integer key cannot take a float)."""
         if self.kind == "randint":
             return (self.values[0], self.values[1] - 1)
-        return self.values
+        if self.kind in ("choice", "grid"):
+            return self.values
+        low, high = self.values
+        inside = math.sqrt(low * high) if self.kind == "loguniform" else (low + high) / 2
+        if float(inside).is_integer():
+            inside = low + (high - low) / math.pi
+        return (low, float(inside), high)
 
-    @property
-    def continuous(self) -> bool:
-        return self.kind in ("loguniform", "uniform")
+    def clip(self, value):
+        """A PBT-perturbed value (scaled by 0.8 or 1.2) brought back into the range."""
+        if self.kind in ("choice", "grid"):
+            return value
+        if self.kind == "randint":
+            return int(min(max(round(value), self.values[0]), self.values[1] - 1))
+        return min(max(value, self.values[0]), self.values[1])
 
     def to_tune(self):
         from ray import tune
@@ -133,34 +145,39 @@ class SchedulerConfig:
     grace_period: int | None = None
     """asha: meta-iterations every trial runs before it may be stopped (default:
     max_iterations / 8, at least report_every)."""
-    reduction_factor: float = 3.0
-    """asha: 1 / the fraction of trials promoted at each rung."""
+    reduction_factor: float | None = None
+    """asha: 1 / the fraction of trials promoted at each rung (default 3)."""
     perturbation_interval: int | None = None
     """pbt: meta-iterations between exploit/explore decisions (default: max_iterations / 5,
     at least report_every)."""
     mutations: tuple[str, ...] | None = None
     """pbt: the search_space keys to perturb (default: every key PBT can change in a
     running trial, i.e. none under model., task., runtime., nor algorithm.name, seed, ...)."""
-    quantile_fraction: float = 0.25
-    """pbt: the bottom (and top) fraction of the population."""
+    quantile_fraction: float | None = None
+    """pbt: the bottom (and top) fraction of the population (default 0.25)."""
     synch: bool = False
     """pbt: wait until every trial reaches a perturbation point before deciding (Tune's
     synchronous PBT): decisions then depend only on the scores, not on which trial got
     there first; faster trials wait for slower ones."""
-    resample_probability: float = 0.25
+    resample_probability: float | None = None
     """pbt: the chance a perturbed value is redrawn from its distribution instead of scaled
-    by 0.8 or 1.2."""
+    by 0.8 or 1.2 (default 0.25); scaled values are kept inside the searched range."""
 
     def __post_init__(self):
-        _positive("scheduler.reduction_factor", self.reduction_factor)
-        if self.reduction_factor <= 1:
+        only = {"asha": ("grace_period", "reduction_factor"),
+                "pbt": ("perturbation_interval", "mutations", "quantile_fraction", "resample_probability", "synch")}
+        for owner, keys in only.items():
+            for key in keys:
+                if self.name != owner and getattr(self, key) not in (None, False):
+                    raise ConfigError(f"scheduler.{key}: set for scheduler {self.name}; only {owner} has it")
+        if self.reduction_factor is not None and not self.reduction_factor > 1:
             raise ConfigError(f"scheduler.reduction_factor: got {self.reduction_factor}; expected > 1")
         for name in ("grace_period", "perturbation_interval"):
             if getattr(self, name) is not None:
                 _positive(f"scheduler.{name}", getattr(self, name))
-        if not 0 < self.quantile_fraction <= 0.5:
+        if self.quantile_fraction is not None and not 0 < self.quantile_fraction <= 0.5:
             raise ConfigError(f"scheduler.quantile_fraction: got {self.quantile_fraction}; expected (0, 0.5]")
-        if not 0 <= self.resample_probability <= 1:
+        if self.resample_probability is not None and not 0 <= self.resample_probability <= 1:
             raise ConfigError(
                 f"scheduler.resample_probability: got {self.resample_probability}; expected [0, 1]"
             )
@@ -259,6 +276,12 @@ class SearchSpec:
             raise ConfigError("search_space: empty; expected at least one key, e.g. "
                               "algorithm.inner_lr: {loguniform: [0.001, 0.5]}")
         space = self.space  # parses every distribution
+        for key in space:
+            if key.startswith("runtime.resources_per_worker"):
+                raise ConfigError(
+                    f"search_space.{key}: a trial's placement group is sized from resources.*; "
+                    "search other keys, set resources.worker_cpu / worker_gpu"
+                )
         for key in list(space) + list(self.fixed):
             if key in SEARCH_OWNED:
                 section = "search_space" if key in space else "fixed"
@@ -276,11 +299,12 @@ class SearchSpec:
                     f"searcher: {self.searcher} needs the {package} package; "
                     "pip install 'distmeta[search]' (or searcher: random)"
                 )
-        base = self.train_config()  # the base with fixed keys, checked as a train config
+        base = self._checked_base()
         for key, dist in space.items():
             for value in dist.extremes():
                 self.train_config({key: value}, where=f"search_space.{key}")
-        self.train_config({k: d.extremes()[0] for k, d in space.items()}, where="search_space")
+        for end in (0, -1):  # keys that constrain each other (num_workers <= meta_batch_size)
+            self.train_config({k: d.extremes()[end] for k, d in space.items()}, where="search_space")
         iterations = self.iterations(base)
         if self.report_every > iterations:
             raise ConfigError(
@@ -291,21 +315,34 @@ class SearchSpec:
         known = metric_names(base, self.validation.tasks > 0)
         if self.metric is not None and self.metric not in known:
             raise ConfigError(f"metric: got '{self.metric}'; expected one of {', '.join(known)}")
-        if self.resources.worker_cpu == 0 and not self.resources.worker_gpu and max(self.worker_counts()) > 0:
-            raise ConfigError("resources.worker_cpu: 0 with no GPU leaves each worker's bundle empty; expected > 0")
+
+    def _checked_base(self) -> Config:
+        """The base with the fixed keys, as a train config; an error names `base` when the
+        base alone has it, else `fixed`."""
+        try:
+            return Config.from_dict(self.trial_raw({}))
+        except ConfigError as exc:
+            try:
+                Config.from_dict(self.base_raw())
+            except ConfigError as own:
+                if str(own) == str(exc):
+                    raise ConfigError(f"base: {exc}") from None
+            raise ConfigError(f"fixed: {exc}") from None
 
     def _check_scheduler(self, iterations: int) -> None:
         sched = self.scheduler
         if sched.name == "asha" and self.grace_period(iterations) >= iterations:
             raise ConfigError(
-                f"scheduler.grace_period: {sched.grace_period} is not below max_iterations "
-                f"{iterations}; ASHA would never stop a trial"
+                f"scheduler.grace_period: {self.grace_period(iterations)} (at least report_every) is not "
+                f"below max_iterations {iterations}; ASHA would never stop a trial"
             )
         if sched.name != "pbt":
-            for key in ("mutations", "perturbation_interval", "synch"):
-                if getattr(sched, key) not in (None, False):
-                    raise ConfigError(f"scheduler.{key}: set for scheduler {sched.name}; only pbt has it")
             return
+        if "num_workers" in self.space:
+            raise ConfigError(
+                "search_space.num_workers: PBT copies a donor trial's num_workers into a trial whose "
+                "placement group was sized for its own; set num_workers in fixed"
+            )
         if self.searcher != "random":
             raise ConfigError(
                 f"searcher: {self.searcher} with scheduler pbt; PBT explores by itself, "
@@ -313,14 +350,14 @@ class SearchSpec:
             )
         if self.perturbation_interval(iterations) >= iterations:
             raise ConfigError(
-                f"scheduler.perturbation_interval: {sched.perturbation_interval} is not below "
-                f"max_iterations {iterations}; PBT would never perturb"
+                f"scheduler.perturbation_interval: {self.perturbation_interval(iterations)} (at least "
+                f"report_every) is not below max_iterations {iterations}; PBT would never perturb"
             )
         keys = self.mutations()
         if not keys:
             raise ConfigError(
-                "scheduler.mutations: no search_space key PBT can change in a running trial; "
-                f"search at least one key outside {', '.join(NOT_PERTURBABLE)}"
+                "scheduler.mutations: empty; PBT needs at least one search_space key it can change in a "
+                f"running trial (none under {', '.join(NOT_PERTURBABLE)})"
             )
         for key in keys:
             if key not in self.space:
@@ -341,8 +378,9 @@ class SearchSpec:
         return {k: Distribution.parse(k, v) for k, v in self.search_space.items()}
 
     def base_raw(self) -> dict:
+        """A fresh deep copy: trials' values are set into it."""
         if isinstance(self.base, dict):
-            return dict(self.base)
+            return copy.deepcopy(self.base)
         return read_yaml(self.base)
 
     def train_config(self, values: Mapping[str, Any] = (), where: str = "fixed") -> Config:
@@ -363,9 +401,6 @@ class SearchSpec:
                 set_dotted(raw, f"runtime.resources_per_worker.{theirs}", getattr(self.resources, ours))
         if self.max_iterations is not None:
             raw["iterations"] = self.max_iterations
-        data_dir = raw.get("task", {}).get("data_dir")
-        if isinstance(data_dir, str) and not Path(data_dir).is_absolute():
-            raw["task"]["data_dir"] = str(Path(data_dir).resolve())  # trials run elsewhere
         return raw
 
     def iterations(self, base: Config | None = None) -> int:
@@ -406,14 +441,15 @@ class SearchSpec:
 
 
 def metric_names(config: Config, validation: bool) -> list[str]:
-    """The metrics a trial of this config reports."""
+    """The metrics a trial of this config reports (as `MetaLearner.step` and `validate`
+    write them)."""
     kind = config.task.make_family().kind
-    scores = {"regression": ["loss"], "classification": ["loss", "accuracy"], "rl": ["return", "loss"]}[kind]
+    scores = {"regression": ["loss"], "classification": ["loss", "accuracy"], "rl": ["return"]}[kind]
     names = [f"{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]
+    names += ["post_adaptation.loss"] if kind == "rl" else []  # the outer surrogate
     names += ["meta_loss", "grad_norm", "tasks_per_s"] + (["env_steps_per_s"] if kind == "rl" else [])
     if validation:
-        names += [f"val.{phase}_adaptation.{s}" for phase in ("post", "pre")
-                  for s in scores if s != "loss" or kind != "rl"]
+        names += [f"val.{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]
     return names
 
 
@@ -442,13 +478,13 @@ def search_from_dict(raw: Any, overrides: list[str] = (), folder: Path = Path(".
     if not isinstance(raw, Mapping):
         raise ConfigError(f"tune config: expected a mapping of keys, got {type(raw).__name__}")
     raw = dict(raw)
-    for section in ("fixed", "search_space"):
+    leaves = {"search_space": _is_distribution, "fixed": lambda v: not isinstance(v, Mapping)}
+    for section, leaf in leaves.items():
         value = raw.get(section, {})
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
             raise ConfigError(f"{section}: got {value!r}; expected a mapping of dotted keys")
-        leaf = _is_distribution if section == "search_space" else (lambda v: not isinstance(v, Mapping))
         raw[section] = _flatten(value, leaf)
     if isinstance(raw.get("scheduler"), str):
         raw["scheduler"] = {"name": raw["scheduler"]}
@@ -464,8 +500,10 @@ def search_from_dict(raw: Any, overrides: list[str] = (), folder: Path = Path(".
         section, _, rest = key.partition(".")
         if section in ("fixed", "search_space") and rest:
             raw[section][rest] = value  # the rest is one dotted train-config key
+        elif section in ("fixed", "search_space") and isinstance(value, Mapping):
+            raw[section] = _flatten(value, leaves[section])
         elif section == "scheduler" and not rest and isinstance(value, str):
-            raw["scheduler"] = {**(raw.get("scheduler") or {}), "name": value}
+            raw["scheduler"] = {"name": value}  # another scheduler: its own defaults
         else:
             set_dotted(raw, key, value)
     base = raw.get("base")

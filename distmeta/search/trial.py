@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -25,10 +26,15 @@ ORIGIN_FILE = "origin.json"
 REPORTS_FILE = "reports.jsonl"
 
 
-def run_trial(values: dict, base: dict, report_every: int, validation: dict) -> None:
+def run_trial(values: dict, base: dict, report_every: int, validation: dict, workdir: str) -> None:
     """The trainable: `values` are this trial's searched dotted keys, `base` the train config
-    they are set on."""
+    they are set on, `workdir` the driver's working directory."""
     from ray import tune
+
+    # Tune starts each trial in its own directory; relative paths of the config (a data_dir)
+    # mean what they meant where `distmeta tune` was typed.
+    if Path(workdir).is_dir():
+        os.chdir(workdir)
 
     # Tune's per-checkpoint INFO lines would drown the leaderboard.
     logging.getLogger("ray.train").setLevel(logging.WARNING)

@@ -208,3 +208,34 @@ def test_evaluate_rejects_bad_input(tmp_path, sine_config, kwargs, message):
     MetaLearner(sine_config(iterations=1), out_dir=tmp_path).train()
     with pytest.raises(UserError, match=message):
         evaluate(tmp_path, **kwargs)
+
+
+def test_load_state_continues_another_learners_state_with_its_own_outer_lr(sine_config):
+    source = MetaLearner(sine_config(**{"algorithm.outer_lr": 0.01}))
+    for _ in range(3):
+        source.step()
+    target = MetaLearner(sine_config(**{"algorithm.outer_lr": 0.002, "algorithm.inner_lr": 0.05}))
+    target.load_state(source.state())
+    assert target.iteration == 3 and target.optimizer.param_groups[0]["lr"] == 0.002
+    for k, v in source.meta.items():
+        assert torch.equal(target.meta[k], v)
+    assert torch.equal(target.optimizer.state_dict()["state"][0]["exp_avg"],
+                       source.optimizer.state_dict()["state"][0]["exp_avg"])
+    # The same state and config continue exactly as the source does.
+    twin = MetaLearner(sine_config(**{"algorithm.outer_lr": 0.01}))
+    twin.load_state(source.state())
+    assert twin.step()["meta_loss"] == source.step()["meta_loss"]
+    wider = MetaLearner(sine_config(**{"model.hidden_sizes": "[32, 16]"}))
+    with pytest.raises(UserError, match=r"checkpoint: its parameter body.1.bias has shape \(16,\); this config.s network needs \(32,\)"):
+        wider.load_state(source.state())
+
+
+def test_validate_scores_the_same_held_out_tasks_as_evaluate(tmp_path, sine_config):
+    learner = MetaLearner(sine_config(), out_dir=tmp_path / "run")
+    learner.train()
+    scores = learner.validate(7, split="val", seed=4)
+    result = evaluate(tmp_path / "run", tasks=7, split="val", seed=4)
+    for phase in ("pre_adaptation", "post_adaptation"):
+        assert scores[phase]["loss"] == pytest.approx(result[phase]["loss"]["mean"], rel=1e-6)
+    assert learner.validate(7, split="val", seed=4) == scores
+    assert learner.validate(7, split="val", seed=5) != scores

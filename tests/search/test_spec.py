@@ -91,9 +91,20 @@ BAD = [
     ({}, ["scheduler=hyperband"], "scheduler.name: got 'hyperband'"),
     ({}, ["scheduler=pbt", "searcher=optuna"], "PBT explores by itself"),
     ({"search_space": {"model.hidden_sizes": {"choice": [[8], [16]]}}}, ["scheduler=pbt"],
-     "scheduler.mutations: no search_space key PBT can change"),
+     "scheduler.mutations: empty; PBT needs at least one search_space key it can change"),
+    ({"search_space": {"num_workers": {"choice": [0, 1]}, "algorithm.inner_lr": {"uniform": [0.01, 0.1]}}},
+     ["scheduler=pbt"], "search_space.num_workers: PBT copies a donor trial's num_workers"),
+    ({}, ["scheduler=pbt", "scheduler.reduction_factor=2"], "scheduler.reduction_factor: set for scheduler pbt; only asha"),
+    ({}, ["scheduler.quantile_fraction=0.3"], "scheduler.quantile_fraction: set for scheduler fifo; only pbt"),
+    ({"search_space": {"meta_batch_size": {"uniform": [2, 4]}}}, [],
+     "search_space.meta_batch_size: meta_batch_size: got 2.63"),
+    ({"search_space": {"num_workers": {"choice": [0, 4]}, "meta_batch_size": {"choice": [4, 2]}}}, [],
+     "search_space: num_workers: got 4 for meta_batch_size 2"),
+    ({"search_space": {"runtime.resources_per_worker.cpu": {"choice": [1, 2]}}}, [],
+     "search_space.runtime.resources_per_worker.cpu: a trial's placement group is sized from resources"),
+    ({"base": {**BASE, "colour": 1}}, [], "base: unknown key 'colour'"),
     ({}, ["scheduler=pbt", "scheduler.mutations=[model.hidden_sizes]"], "is not in search_space"),
-    ({}, ["scheduler=asha", "scheduler.grace_period=40"], "ASHA would never stop a trial"),
+    ({}, ["scheduler=asha", "scheduler.grace_period=40"], "scheduler.grace_period: 40 (at least report_every)"),
     ({}, ["metric=accuracy"], "metric: got 'accuracy'; expected one of"),
     ({}, ["metric=val.post_adaptation.loss"], "metric: got 'val.post_adaptation.loss'"),
     ({}, ["mode=maximise"], "mode: got 'maximise'"),
@@ -123,3 +134,45 @@ def test_bad_base_and_files(tmp_path):
     with pytest.raises(ConfigError, match="tune config: 'missing.yaml' is not a YAML file; shipped configs: "):
         load_search("missing.yaml")
     assert (REPO / "tune_configs" / "README.md").is_file()
+
+
+@pytest.mark.parametrize("preset,sets", [
+    ("sinusoid-maml", ["num_workers=0", "meta_batch_size=2"]),
+    ("nav2d-maml", ["num_workers=0", "meta_batch_size=2", "rl.episodes_per_task=2", "task.horizon=10"]),
+])
+def test_metric_names_are_what_a_trial_reports(preset, sets):
+    from distmeta import MetaLearner, load_config
+    from distmeta.search.spec import metric_names
+    from distmeta.search.trial import flatten
+
+    config = load_config(preset, sets)
+    with MetaLearner(config) as learner:
+        reported = flatten(learner.step()) | flatten({"val": learner.validate(2)})
+    names = {n.replace(".", "/") for n in metric_names(config, validation=True)}
+    assert names == set(reported) - {"iteration", "time_s"}
+
+
+def test_a_bare_scheduler_name_replaces_the_shipped_section():
+    fifo = load_search("sinusoid_maml_asha", ["scheduler=fifo"])
+    assert fifo.scheduler.name == "fifo" and fifo.scheduler.grace_period is None
+    pbt = load_search("sinusoid_maml_asha", ["scheduler=pbt"])
+    assert pbt.mutations() == ["algorithm.inner_lr", "algorithm.outer_lr", "algorithm.inner_steps",
+                               "algorithm.first_order"]
+
+
+def test_trials_never_write_into_the_base_mapping():
+    s = spec(["fixed.task.k_query=3"])
+    s.train_config({"algorithm.inner_lr": 0.05})
+    assert BASE["task"] == {"family": "sinusoid", "k_support": 5, "k_query": 5} and "algorithm" not in BASE
+    assert s.train_config().task.options["k_query"] == 3
+
+
+def test_pbt_perturbations_stay_in_the_searched_range():
+    from distmeta.search.runner import ClipToSpace
+
+    clip = ClipToSpace({"a": Distribution.parse("a", {"uniform": [0.1, 0.9]}),
+                        "n": Distribution.parse("n", {"randint": [1, 4]}),
+                        "c": Distribution.parse("c", {"choice": [1, 2]})})
+    assert clip({"a": 1.08, "n": 3.6, "c": 2, "other": 5}) == {"a": 0.9, "n": 3, "c": 2, "other": 5}
+    assert clip({"a": 0.05, "n": 0.8, "c": 1}) == {"a": 0.1, "n": 1, "c": 1}
+    assert clip({"a": 0.5, "n": 2, "c": 1}) == {"a": 0.5, "n": 2, "c": 1}

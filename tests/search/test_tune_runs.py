@@ -63,7 +63,7 @@ def test_asha_search_with_workers_in_each_trials_placement_group(tmp_path):
         search_space={"algorithm.inner_lr": {"grid": [0.05, 0.01, 0.3, 0.4]}},
         scheduler={"name": "asha", "grace_period": 20, "reduction_factor": 3},
         num_samples=1, max_iterations=60, report_every=10, validation={"tasks": 20},
-        resources={"learner_cpu": 0.5, "worker_cpu": 0.5},
+        resources={"learner_cpu": 0.5, "worker_cpu": 0.5}, max_concurrent_trials=2,
     )
     out = tmp_path / "search"
     proc = run("tune", search, "--out", out, timeout=600)
@@ -211,9 +211,14 @@ def test_bad_input_exits_2_before_ray(tmp_path):
     assert "search_space.algorithm.inner_lrr" in line
     line = one_error_line(run("tune", search, "--set", "searcher=bayes", "--out", out, check=False))
     assert line.startswith("error: searcher: got 'bayes'")
-    line = one_error_line(run("tune", search, "--set", "resources.learner_cpu=2", "--set", "fixed.num_workers=2",
+    line = one_error_line(run("tune", search, "--set", "resources.learner_cpu=10000", "--set", "fixed.num_workers=2",
                               "--out", out, check=False))
-    assert "resources: a trial needs 4 CPUs" in line
+    assert "resources: a trial needs 10002 CPUs (learner_cpu 10000 + 2 workers x 1); this machine has" in line
+    # Known only once Ray is up (the cluster's GPUs), still before any trial or file.
+    line = one_error_line(run("tune", search, "--set", "resources.worker_gpu=1000", "--set", "fixed.num_workers=1",
+                              "--set", "resources.learner_cpu=0.5", "--set", "resources.worker_cpu=0.5",
+                              "--out", out, check=False))
+    assert line.startswith("error: resources.worker_gpu: a trial's 1 workers x 1000 GPU need 1000 GPUs; the Ray cluster has ")
     line = one_error_line(run("tune", search, "--out", out, "--resume", check=False))
     assert "--resume: no search to continue" in line
     assert not out.exists()
