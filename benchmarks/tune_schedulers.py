@@ -39,12 +39,10 @@ def method_overrides(method: str, args) -> list[str]:
               f"max_iterations={args.iterations}", f"report_every={args.report_every}",
               f"validation.tasks={args.val_tasks}"]
     if method == "random":
-        return common + ["scheduler=fifo", "scheduler.grace_period=null", f"num_samples={args.random_trials}"]
+        return common + ["scheduler=fifo", f"num_samples={args.random_trials}"]
     if method == "asha":
         return common + ["scheduler=asha", f"scheduler.grace_period={args.grace}", f"num_samples={args.asha_trials}"]
-    interval = args.iterations // 5
-    return common + ["scheduler.name=pbt", "scheduler.grace_period=null", "scheduler.reduction_factor=3",
-                     f"scheduler.perturbation_interval={interval}",
+    return common + ["scheduler=pbt", f"scheduler.perturbation_interval={args.iterations // 5}",
                      "scheduler.mutations=[algorithm.inner_lr, algorithm.outer_lr]",
                      f"num_samples={args.random_trials}"]
 
