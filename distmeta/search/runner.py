@@ -126,8 +126,11 @@ def _fit(spec: SearchSpec, base: dict, out: Path, resume: bool, worker_cpu: floa
             run_config=tune.RunConfig(
                 name=out.name, storage_path=str(out.parent), verbose=0,
                 callbacks=[Leaderboard(metric, mode, list(spec.space))],
-                # PBT copies a trial's newest checkpoint while the trial goes on writing more.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if spec.scheduler.name == "pbt" else 2),
+                # PBT restores a donor's checkpoint when the exploiting trial next runs, which
+                # can be many of the donor's reports later: any deleted checkpoint could be the
+                # one it needs (measured: with 4 kept, most exploits failed on a missing
+                # checkpoint). The other schedulers only ever restore a trial's newest.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.name == "pbt" else 2),
             ),
         )
     return tuner.fit()

@@ -108,6 +108,8 @@ def test_pbt_exploit_restores_another_trials_learner_state(tmp_path):
     )
     out = tmp_path / "search"
     run("tune", search, "--out", out, timeout=600)
+    summary = json.loads((out / "results.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["done", "done"], summary["trials"]
     rows = trial_rows(out)
     sha_at = {(tid, r["iteration"]): r["params_sha"] for tid, trial in rows.items() for r in trial}
     exploits = [(tid, r) for tid, trial in rows.items() for r in trial
