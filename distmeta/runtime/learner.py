@@ -262,8 +262,8 @@ class MetaLearner:
         found = list_checkpoints(ckpt_dir)
         if not found:
             raise UserError(f"--resume: no checkpoint in {ckpt_dir}; start it without --resume")
-        state = load_checkpoint(found[-1])
-        _check_resumable(state["config"], self.config.to_dict(), found[-1])
+        state, path = _newest_readable(found)
+        _check_resumable(state["config"], self.config.to_dict(), path)
         if state["iteration"] > self.config.iterations:
             raise UserError(
                 f"iterations: got {self.config.iterations}, but the checkpoint is at iteration "
@@ -376,6 +376,19 @@ def connect_ray(address: str | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--address: cannot connect to Ray at {address}: {reason}") from None
+
+
+def _newest_readable(found: list[Path]) -> tuple[dict, Path]:
+    """The newest checkpoint that loads, with its path. A damaged newer one (cut short by a
+    disk error or a copy, which an atomic rename alone cannot prevent) is skipped with a
+    warning: resuming from the one before costs only the iterations since."""
+    for path in reversed(found):
+        try:
+            return load_checkpoint(path), path
+        except UserError as exc:
+            print(f"warning: --resume: skipping {path.name} ({exc}); trying the checkpoint before it",
+                  file=sys.stderr, flush=True)
+    raise UserError(f"--resume: no readable checkpoint in {found[0].parent}; start it without --resume")
 
 
 def _scores(sums: dict, prefix: str, n: int) -> dict:

@@ -239,3 +239,32 @@ def test_validate_scores_the_same_held_out_tasks_as_evaluate(tmp_path, sine_conf
         assert scores[phase]["loss"] == pytest.approx(result[phase]["loss"]["mean"], rel=1e-6)
     assert learner.validate(7, split="val", seed=4) == scores
     assert learner.validate(7, split="val", seed=5) != scores
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_and_ends_where_an_uninterrupted_run_ends(
+        tmp_path, sine_config, capsys):
+    whole = MetaLearner(sine_config(iterations=15, checkpoint_every=5))
+    whole.train()
+    MetaLearner(sine_config(iterations=10, checkpoint_every=5), out_dir=tmp_path).train()
+    newest = tmp_path / "checkpoints" / "ckpt-0000010.pt"
+    newest.write_bytes(newest.read_bytes()[:200])  # cut short
+    capsys.readouterr()
+    resumed = MetaLearner(sine_config(iterations=15, checkpoint_every=5), out_dir=tmp_path, resume=True)
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith(
+        "warning: --resume: skipping ckpt-0000010.pt (checkpoint: cannot read")
+    assert resumed.iteration == 5
+    resumed.train()
+    for k, v in params_of(whole).items():
+        assert torch.equal(v, params_of(resumed)[k]), k
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 16))
+    assert load_checkpoint(newest)["iteration"] == 10  # rewritten whole on the way past it
+
+
+def test_resume_with_no_readable_checkpoint_is_one_error(tmp_path, sine_config):
+    MetaLearner(sine_config(iterations=4, checkpoint_every=2), out_dir=tmp_path).train()
+    for path in list_checkpoints(tmp_path / "checkpoints"):
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"^--resume: no readable checkpoint in .*checkpoints; start it without --resume$"):
+        MetaLearner(sine_config(iterations=8, checkpoint_every=2), out_dir=tmp_path, resume=True)
