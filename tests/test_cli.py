@@ -183,3 +183,37 @@ def test_saved_policy_acts_within_the_action_bounds_and_damage_is_one_error(nav2
     (save / "policy.pt").write_bytes(b"damaged")
     with pytest.raises(UserError, match=r"^policy: cannot read .*policy.pt"):
         AdaptedPolicy.load(save)
+
+
+def test_a_killed_train_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    import torch
+    from clirun import DISTMETA
+
+    from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
+
+    sets = ["--set", "num_workers=0", "--set", "iterations=800", "--set", "checkpoint_every=50",
+            "--set", "meta_batch_size=10"]
+    run("train", "sinusoid-maml", *sets, "--out", tmp_path / "whole")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([DISTMETA, "train", "sinusoid-maml", *sets, "--out", str(killed)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list_checkpoints(killed / "checkpoints")) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # no handler runs: the driver is simply gone
+    proc.wait()
+    at_kill = load_checkpoint(list_checkpoints(killed / "checkpoints")[-1])["iteration"]
+    assert at_kill < 800
+    run("train", "sinusoid-maml", *sets, "--out", killed, "--resume")
+    whole = load_checkpoint(list_checkpoints(tmp_path / "whole" / "checkpoints")[-1])
+    resumed = load_checkpoint(list_checkpoints(killed / "checkpoints")[-1])
+    assert resumed["iteration"] == whole["iteration"] == 800
+    for k, v in whole["meta_params"].items():
+        assert torch.equal(v, resumed["meta_params"][k]), k
+    lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == list(range(1, 801))
