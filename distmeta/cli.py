@@ -105,13 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args) -> int:
     config = load_config(args.config, args.overrides)
-    if args.out:
-        out = Path(args.out)
-    elif args.resume:
-        raise UserError("--resume: name the run directory to continue with --out DIR")
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{Path(args.config).stem}-{stamp}"
+    out = _out_dir(args, "run", "")
 
     from distmeta.runtime import MetaLearner
 
@@ -139,6 +133,15 @@ def _train(args) -> int:
         print(f"done: {config.iterations} iterations, {_describe(last)}")
     print(f"run directory: {out}")
     return 0
+
+
+def _out_dir(args, what: str, prefix: str) -> Path:
+    """--out, or runs/<prefix><config>-<time>; a resume must name the directory."""
+    if args.out:
+        return Path(args.out)
+    if args.resume:
+        raise UserError(f"--resume: name the {what} directory to continue with --out DIR")
+    return Path("runs") / f"{prefix}{Path(args.config).stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def _eval(args) -> int:
@@ -185,12 +188,7 @@ def _tune(args) -> int:
     from distmeta.search import load_search
 
     spec = load_search(args.config, args.overrides)
-    if args.out:
-        out = Path(args.out)
-    elif args.resume:
-        raise UserError("--resume: name the search directory to continue with --out DIR")
-    else:
-        out = Path("runs") / f"tune-{Path(args.config).stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out = _out_dir(args, "search", "tune-")
 
     from distmeta.search.runner import run_search
 

@@ -63,6 +63,16 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def shape_mismatch(expected: dict, params: dict) -> tuple[str, tuple | None, tuple | None] | None:
+    """The first parameter whose shape differs between `expected` (name -> shape) and the
+    tensors `params`, as (name, found shape, expected shape); None when all agree."""
+    found = {k: tuple(v.shape) for k, v in params.items()}
+    for key in sorted(set(expected) | set(found)):
+        if expected.get(key) != found.get(key):
+            return key, found.get(key), expected.get(key)
+    return None
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or the newest checkpoint of a run directory."""
     path = Path(path)

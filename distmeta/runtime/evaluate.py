@@ -8,7 +8,7 @@ import numpy as np
 
 from distmeta.config import Config, apply_overrides
 from distmeta.errors import UserError
-from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint
+from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch
 from distmeta.runtime.learner import initial_meta_params
 from distmeta.runtime.worker import runner_class
 from distmeta.tasks import SPLITS
@@ -79,12 +79,12 @@ def load_run(checkpoint: str | Path, overrides: list[str] = ()) -> tuple[Path, d
     family = config.task.make_family()
     family.prepare()
     expected = {k: tuple(v.shape) for k, v in initial_meta_params(config, family).items()}
-    found = {k: tuple(v.shape) for k, v in state["meta_params"].items()}
-    if expected != found:
-        diff = next(k for k in sorted(set(expected) | set(found)) if expected.get(k) != found.get(k))
+    mismatch = shape_mismatch(expected, state["meta_params"])
+    if mismatch is not None:
+        key, found, needed = mismatch
         raise UserError(
-            f"--set: the checkpoint's parameter {diff} has shape {found.get(diff)}, the config "
-            f"for evaluation needs {expected.get(diff)}; keep the model's shape (e.g. task.n_way "
+            f"--set: the checkpoint's parameter {key} has shape {found}, the config "
+            f"for evaluation needs {needed}; keep the model's shape (e.g. task.n_way "
             "for models with a head)"
         )
     return path, state, config, family

@@ -34,6 +34,7 @@ from distmeta.runtime.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
+    shape_mismatch,
 )
 from distmeta.runtime.worker import FlatLayout, build_network, runner_class
 
@@ -206,13 +207,12 @@ class MetaLearner:
         iteration and RNG. Its config may differ in anything that keeps the network's shape;
         the outer learning rate stays this learner's `algorithm.outer_lr` (PBT restores one
         trial's state into another trial's hyperparameters)."""
-        expected = {k: tuple(v.shape) for k, v in self.meta.items()}
-        found = {k: tuple(v.shape) for k, v in state["meta_params"].items()}
-        if expected != found:
-            key = next(k for k in sorted(set(expected) | set(found)) if expected.get(k) != found.get(k))
+        mismatch = shape_mismatch({k: tuple(v.shape) for k, v in self.meta.items()}, state["meta_params"])
+        if mismatch is not None:
+            key, found, expected = mismatch
             raise UserError(
-                f"checkpoint: its parameter {key} has shape {found.get(key)}; this config's "
-                f"network needs {expected.get(key)}; restore it into a config with the same model"
+                f"checkpoint: its parameter {key} has shape {found}; this config's "
+                f"network needs {expected}; restore it into a config with the same model"
             )
         with torch.no_grad():
             for k, v in self.meta.items():
