@@ -7,7 +7,7 @@ meta-trained policy adapted to one task; `AdaptedPolicy` loads what it saves).""
 
 from distmeta.algorithms import ALGORITHMS, Algorithm
 from distmeta.config import Config, load_config
-from distmeta.errors import ConfigError, UserError
+from distmeta.errors import ConfigError, RunError, UserError
 from distmeta.runtime import AdaptedPolicy, MetaLearner, adapt_policy, evaluate
 from distmeta.tasks import TaskFamily
 
@@ -20,6 +20,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "MetaLearner",
+    "RunError",
     "TaskFamily",
     "UserError",
     "adapt_policy",

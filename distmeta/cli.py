@@ -8,7 +8,8 @@
     distmeta tune SEARCH_CONFIG [--set KEY=VALUE]... [--out DIR] [--address ADDR] [--resume]
     distmeta presets
 
-Bad input exits with status 2 and one line on stderr starting `error:`.
+Bad input exits with status 2 and one line on stderr starting `error:`; a run that
+cannot go on (workers lost beyond `runtime.max_shard_attempts`) exits 1 the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from distmeta.config import apply_overrides, load_config, presets, read_yaml
-from distmeta.errors import UserError
+from distmeta.errors import RunError, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # an unwritable --out, a full disk: the path is in the message
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -181,9 +181,19 @@ class RuntimeConfig:
     `loop`. `auto` takes each model's measured faster choice (see BENCHMARKS.md)."""
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep on disk."""
+    shard_timeout_s: float | None = None
+    """A shard still running after this many seconds is a straggler: its worker is killed
+    and replaced and the shard re-run on another. Unset: 10x the median time of recent
+    shards, at least 60 s (none while the first shards run, which include start-up)."""
+    max_shard_attempts: int = 3
+    """A shard whose worker is lost (killed, its node gone, a straggler) this many times
+    ends the run with an error instead of being re-run again."""
 
     def __post_init__(self):
         _positive("runtime.keep_checkpoints", self.keep_checkpoints)
+        if self.shard_timeout_s is not None:
+            _positive("runtime.shard_timeout_s", self.shard_timeout_s)
+        _positive("runtime.max_shard_attempts", self.max_shard_attempts)
 
 
 @dataclass(frozen=True)

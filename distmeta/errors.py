@@ -1,4 +1,5 @@
-"""The one exception type users see. The CLI prints it as a single `error:` line, exit 2."""
+"""The exceptions users see. The CLI prints each as a single `error:` line: exit 2 for
+`UserError` (bad input), exit 1 for `RunError` (the run could not go on)."""
 
 
 class UserError(Exception):
@@ -11,3 +12,8 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config value that fails validation; raised before any Ray work starts."""
+
+
+class RunError(Exception):
+    """The run could not go on although its input was fine (workers lost beyond the
+    allowed attempts). The last checkpoint is intact: fix the cause and `--resume`."""

@@ -4,8 +4,9 @@ Per meta-iteration: the meta-parameters travel as one flat numpy vector (cheap t
 serialise), put into Ray's object store once when large so that every `AdaptationWorker`
 reads the same object. Each worker gets them with the indices of its shard of tasks,
 samples and adapts to those tasks on its own device, and returns
-`(grad_sum, n_tasks, metric_sums)`. The learner takes the task-weighted mean, clips, steps
-its outer optimiser, appends a metrics line and checkpoints.
+`(grad_sum, n_tasks, metric_sums)`. The learner sums the shards in shard order (a shard
+re-run after a fault gives the same bits, see `pool.py`), takes the task-weighted mean,
+clips, steps its outer optimiser, appends a metrics line and checkpoints.
 
     learner = MetaLearner(load_config("sinusoid-maml"), out_dir="runs/sine")
     learner.train()
@@ -90,13 +91,14 @@ class MetaLearner:
         if state is not None:
             self.load_state(state)
 
-        self._workers: list = []
+        self._pool = None
         self._local = None
         if config.num_workers == 0:
             self._local = runner_class(self.family)(config, self.family)
         else:
             self._start_workers(address)
         self._metrics_file = None
+        self._reissued = 0
         if self.out_dir is not None:  # only now that every check has passed
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _truncate_metrics(self.out_dir / "metrics.jsonl", self.iteration)
@@ -111,12 +113,14 @@ class MetaLearner:
         optimiser steps on the meta-batch its workers sampled once."""
         start = time.perf_counter()
         outer_steps = self.config.rl.outer_steps if self.family.kind == "rl" else 1
-        env_steps, sampled = 0.0, None
+        env_steps, sampled, sampling_meta = 0.0, None, None
+        self._reissued = 0
         for _ in range(outer_steps):
-            n_tasks, sums, norm = self._outer_step()
+            meta_flat = self.layout.flatten(self.meta).cpu().numpy()
+            n_tasks, sums, norm = self._outer_step(meta_flat, sampling_meta)
             env_steps += sums.pop("env_steps", 0.0)
             if sampled is None:  # the first step's: at the policy that sampled the meta-batch
-                sampled, grad_norm = sums, norm
+                sampled, grad_norm, sampling_meta = sums, norm, meta_flat
         self.iteration += 1
 
         elapsed = time.perf_counter() - start
@@ -128,6 +132,8 @@ class MetaLearner:
             "grad_norm": grad_norm,
             "tasks_per_s": n_tasks / elapsed,
             "time_s": elapsed,
+            "workers": self._pool.alive if self._pool is not None else 0,
+            "shards_reissued": self._reissued,
         }
         if self.family.kind == "rl":
             line["env_steps_per_s"] = env_steps / elapsed
@@ -135,21 +141,21 @@ class MetaLearner:
             self._metrics_file.write(json.dumps(line) + "\n")
         return line
 
-    def _outer_step(self) -> tuple[int, dict, float]:
-        """Gather the shards' meta-gradients, reduce, clip, step the outer optimiser."""
+    def _outer_step(self, meta_flat: np.ndarray, sampling_meta: np.ndarray | None
+                    ) -> tuple[int, dict, float]:
+        """Gather the shards' meta-gradients, reduce, clip, step the outer optimiser.
+        `sampling_meta`: on meta-RL's further outer steps, the parameters that sampled the
+        iteration's episodes (a shard re-run on a fresh worker samples them again)."""
         config = self.config
-        meta_flat = self.layout.flatten(self.meta).cpu().numpy()
         shards = split_shards(config.meta_batch_size, max(config.num_workers, 1))
+        extra = () if sampling_meta is None else (sampling_meta,)
         if self._local is not None:
-            results = [self._local.meta_grad(meta_flat, self.iteration, s) for s in shards]
+            results = [self._local.meta_grad(meta_flat, self.iteration, s, *extra) for s in shards]
         else:
-            import ray
-
-            # Small vectors ride inside the call (measured ~2.4 ms a step cheaper on the
-            # sinusoid MLP); larger ones go into the object store once for all workers.
-            meta_ref = meta_flat if meta_flat.nbytes <= INLINE_PARAMS_BYTES else ray.put(meta_flat)
-            results = ray.get([w.meta_grad.remote(meta_ref, self.iteration, s)
-                               for w, s in zip(self._workers, shards)])
+            refs = [self._by_ref(flat) for flat in (meta_flat, *extra)]  # once for all shards
+            calls = [(refs[0], self.iteration, s, *refs[1:]) for s in shards]
+            results, stats = self._pool.map("meta_grad", calls, f"iteration {self.iteration + 1}")
+            self._reissued += stats.reissued
 
         n_tasks = sum(n for _, n, _ in results)
         grad = torch.from_numpy(sum(g for g, _, _ in results) / n_tasks)
@@ -235,10 +241,9 @@ class MetaLearner:
         if self._local is not None:
             rows = [self._local.evaluate(meta_flat, split, c, steps, seed) for c in chunks]
         else:
-            import ray
-
-            rows = ray.get([self._workers[i % len(self._workers)].evaluate.remote(meta_flat, split, c, steps, seed)
-                            for i, c in enumerate(chunks)])
+            meta_ref = self._by_ref(meta_flat)
+            rows, _ = self._pool.map("evaluate", [(meta_ref, split, c, steps, seed) for c in chunks],
+                                     f"validation at iteration {self.iteration}")
         means = {k: float(np.concatenate([r[k] for r in rows]).mean()) for k in rows[0]}
         return {"pre_adaptation": _scores(means, "pre", 1), "post_adaptation": _scores(means, "post", 1)}
 
@@ -273,8 +278,20 @@ class MetaLearner:
 
     # -- Ray --------------------------------------------------------------------------
 
+    @staticmethod
+    def _by_ref(flat: np.ndarray):
+        """Small vectors ride inside the call (measured ~2.4 ms a step cheaper on the
+        sinusoid MLP); larger ones go into the object store once for all workers."""
+        if flat.nbytes <= INLINE_PARAMS_BYTES:
+            return flat
+        import ray
+
+        return ray.put(flat)
+
     def _start_workers(self, address: str | None) -> None:
         import ray
+
+        from distmeta.runtime.pool import WorkerPool
 
         config = self.config
         cpu = config.runtime.resources_per_worker.cpu
@@ -312,13 +329,23 @@ class MetaLearner:
             # the cluster's nodes): ship its code with the pickled family instead.
             ray.cloudpickle.register_pickle_by_value(sys.modules[module])
         family_ref = ray.put(self.family)  # the dataset reaches every worker once, by reference
-        # The actor: the family's runner (ShardRunner, RLShardRunner) in its own process.
-        AdaptationWorker = ray.remote(runner_class(self.family))
-        threads = max(1, int(cpu))
-        self._workers = [
-            AdaptationWorker.options(num_cpus=cpu, num_gpus=gpu).remote(config, family_ref, threads)
-            for _ in range(config.num_workers)
-        ]
+        # The actors: the family's runner (ShardRunner, RLShardRunner) in their own processes.
+        self._pool = WorkerPool(
+            runner_class(self.family), (config, family_ref, max(1, int(cpu))), config.num_workers,
+            num_cpus=cpu, num_gpus=gpu, timeout_s=config.runtime.shard_timeout_s,
+            max_attempts=config.runtime.max_shard_attempts, on_event=self._log_event,
+        )
+
+    def _log_event(self, event: dict) -> None:
+        """Every worker event goes to events.jsonl; a loss or a replacement also to stderr."""
+        event = {"iteration": self.iteration, **event}
+        if event["event"] != "worker_started":
+            where = f"node {event['node'][:8]}, pid {event['pid']}" if event["pid"] else "starting"
+            print(f"distmeta: worker {event['worker']} ({where}): {event['detail']}",
+                  file=sys.stderr, flush=True)
+        if self.out_dir is not None:
+            with open(self.out_dir / "events.jsonl", "a") as f:
+                f.write(json.dumps(event) + "\n")
 
     def close(self) -> None:
         """Stop the workers (Ray itself stays up for whoever started it)."""
@@ -327,12 +354,9 @@ class MetaLearner:
             self._metrics_file = None
         if self._local is not None and hasattr(self._local, "close"):
             self._local.close()
-        if self._workers:
-            import ray
-
-            for w in self._workers:
-                ray.kill(w)
-            self._workers = []
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def __enter__(self):
         return self

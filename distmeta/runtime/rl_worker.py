@@ -53,11 +53,14 @@ class RLShardRunner:
 
     # -- the runtime's interface ------------------------------------------------------
 
-    def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int]
-                  ) -> tuple[np.ndarray, int, dict[str, float]]:
+    def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int],
+                  sampling_meta: np.ndarray | None = None) -> tuple[np.ndarray, int, dict[str, float]]:
         """Summed outer-objective gradient over the training tasks `indices` of `iteration`
         and metric sums (returns before/after adaptation, outer loss, env steps).
-        A repeated call for the same shard and iteration reuses its episodes."""
+        A repeated call for the same shard and iteration reuses its episodes; on a worker
+        without them (a shard re-run elsewhere after a fault) they are sampled again with
+        `sampling_meta`, the parameters of the iteration's first call: the same episodes,
+        since every draw comes from the task's seed."""
         key = (iteration, tuple(indices))
         if self._cached is not None and self._cached[0] == key:
             data, metrics = self._cached[1], dict(self._cached[2], env_steps=0.0)
@@ -65,8 +68,8 @@ class RLShardRunner:
             rngs = [train_task_rng(self.config.seed, iteration, i) for i in indices]
             tasks = [self.family.sample_task(rng, "train") for rng in rngs]
             batches, returns, _ = self.sample_adaptation(
-                self.layout.from_numpy(meta), tasks, rngs, self.config.algorithm.inner_steps,
-                self.config.rl.episodes_per_task)
+                self.layout.from_numpy(meta if sampling_meta is None else sampling_meta), tasks, rngs,
+                self.config.algorithm.inner_steps, self.config.rl.episodes_per_task)
             data = _stack_tasks(batches)
             metrics = {"pre_return": float(returns[:, 0].sum()),
                        "post_return": float(returns[:, -1].sum()),

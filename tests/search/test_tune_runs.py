@@ -159,6 +159,38 @@ def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_run_ends(tmp
             assert trial[-1]["params_sha"] == params_sha(learner), tid
 
 
+def test_a_trial_whose_worker_is_killed_finishes_with_a_fault_free_trials_parameters(ray_local, tmp_path):
+    import os
+
+    from runtime.test_faults import Killer, observable_config
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    base = observable_config(iterations=20).to_dict()
+    base["task"].update(delay_s=0.3, marker_dir=str(markers))
+    search = tmp_path / "killed.yaml"
+    search.write_text(yaml.safe_dump({
+        "base": base, "search_space": {"algorithm.inner_lr": {"grid": [0.02]}},
+        "num_samples": 1, "report_every": 5, "resources": {"learner_cpu": 0.5, "worker_cpu": 0.5},
+    }))
+    out = tmp_path / "search"
+    killer = Killer(markers, kills=1, every=10)  # a worker of the trial, in iteration 5
+    killer.start()
+    tests = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([DISTMETA, "tune", str(search), "--out", str(out)], check=False, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(tests)))
+    killer.done.set()
+    assert proc.returncode == 0, proc.stderr
+    assert len(killer.killed) == 1
+    summary = json.loads((out / "results.json").read_text())
+    assert [(t["status"], t["iteration"]) for t in summary["trials"]] == [("done", 20)]
+    (trial,) = trial_rows(out).values()
+    # On ray_local (this process), the same config without the fault.
+    with MetaLearner(observable_config(iterations=20)) as learner:
+        learner.train()
+        assert trial[-1]["params_sha"] == params_sha(learner)
+
+
 @pytest.mark.parametrize("searcher", ["optuna", "hyperopt"])
 def test_model_based_searchers(tmp_path, searcher):
     search = write_search(

@@ -1,0 +1,157 @@
+"""Faults on real Ray: SIGKILLed workers, a straggler, shards that kill every worker, a
+worker that cannot start. Each run that survives must end with the bits of a fault-free
+run: a re-run shard is counted once, never twice or partially."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from distmeta.config import Config
+from distmeta.runtime import MetaLearner
+from distmeta.runtime.pool import WorkerLostError
+from distmeta.runtime.rl_worker import RLShardRunner
+from distmeta.tasks import resolve_family
+
+
+def observable_config(iterations=10, workers=2, runtime=None, **family):
+    return Config.from_dict({
+        "seed": 5, "iterations": iterations, "meta_batch_size": 6, "num_workers": workers,
+        "checkpoint_every": 5,
+        "task": {"family": "faulty_family:Observable", "k_support": 5, "k_query": 5, **family},
+        "model": {"name": "mlp", "hidden_sizes": [16, 16]},
+        "algorithm": {"name": "maml", "inner_lr": 0.02, "outer_lr": 0.01},
+        "runtime": {"resources_per_worker": {"cpu": 0.5}, **(runtime or {})},
+    })
+
+
+def train(config, out_dir=None):
+    with MetaLearner(config, out_dir=out_dir) as learner:
+        learner.train()
+        return {k: v.detach().clone() for k, v in learner.meta.items()}
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the worker that announced the `every`-th shard start, `kills` times."""
+
+    def __init__(self, marker_dir, kills, every):
+        super().__init__(daemon=True)
+        self.marker_dir, self.kills, self.every = marker_dir, kills, every
+        self.killed: list[int] = []
+        self.done = threading.Event()
+
+    def run(self):
+        seen = set()
+        while not self.done.is_set() and len(self.killed) < self.kills:
+            for marker in sorted(self.marker_dir.glob("started-*")):
+                if marker.name in seen:
+                    continue
+                seen.add(marker.name)
+                if len(seen) % self.every == 0:
+                    pid = int(marker.name.split("-")[1])
+                    os.kill(pid, signal.SIGKILL)  # mid-shard: the worker sleeps delay_s now
+                    self.killed.append(pid)
+            time.sleep(0.01)
+
+
+def test_killed_workers_cost_a_rerun_of_their_shard_not_the_iteration(ray_local, tmp_path):
+    reference = train(observable_config(iterations=12))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    killer = Killer(markers, kills=3, every=5)
+    killer.start()
+    params = train(observable_config(iterations=12, delay_s=0.4, marker_dir=str(markers)), tmp_path / "run")
+    killer.done.set()
+
+    assert len(killer.killed) == 3 and len(set(killer.killed)) == 3
+    for k in reference:
+        assert torch.equal(params[k], reference[k]), k
+    lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [line["iteration"] for line in lines] == list(range(1, 13))
+    assert sum(line["shards_reissued"] for line in lines) == 3
+    events = read_jsonl(tmp_path / "run" / "events.jsonl")
+    lost = [e for e in events if e["event"] == "worker_lost"]
+    assert sorted(e["pid"] for e in lost) == sorted(killer.killed)
+    assert all("ActorDiedError" in e["detail"] for e in lost)
+    assert sum(e["event"] == "worker_replaced" for e in events) == 3
+
+
+def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local, tmp_path):
+    reference = train(observable_config(iterations=8))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    # 0.5 s a shard: the replacement has time to start (~2 s) before the run ends.
+    config = observable_config(iterations=8, marker_dir=str(markers), stall_s=120, delay_s=0.5,
+                               runtime={"shard_timeout_s": 3})
+    start = time.monotonic()
+    params = train(config, tmp_path / "run")
+    assert time.monotonic() - start < 60  # the stalled worker was not waited for
+    for k in reference:
+        assert torch.equal(params[k], reference[k]), k
+    lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [line["shards_reissued"] for line in lines] == [1] + [0] * 7
+    assert lines[0]["workers"] == 1 and lines[-1]["workers"] == 2  # the replacement joined
+    lost = [e for e in read_jsonl(tmp_path / "run" / "events.jsonl") if e["event"] == "worker_lost"]
+    assert len(lost) == 1 and "past the 3 s shard timeout" in lost[0]["detail"]
+
+
+def test_the_automatic_timeout_waits_for_the_first_shards_then_scales_with_them(ray_local):
+    from distmeta.runtime.pool import AUTO_TIMEOUT_FLOOR_S
+
+    with MetaLearner(observable_config(iterations=2, delay_s=0.05)) as learner:
+        assert learner._pool._timeout("meta_grad") == float("inf")
+        learner.train()
+        assert learner._pool._timeout("meta_grad") == AUTO_TIMEOUT_FLOOR_S
+        learner._pool._durations["meta_grad"].extend([30.0] * 10)
+        assert learner._pool._timeout("meta_grad") == 300.0
+
+
+def test_a_shard_that_kills_every_worker_ends_the_run_after_max_attempts(ray_local):
+    config = observable_config(crash=True, runtime={"max_shard_attempts": 2})
+    with pytest.raises(WorkerLostError, match=r"^shard \d of iteration 1: lost its worker 2 times "
+                                              r"\(last: lost \(ActorDiedError"):
+        train(config)
+
+
+def test_a_worker_that_cannot_start_is_one_error(ray_local):
+    with pytest.raises(WorkerLostError, match=r"^worker: could not start \(FileNotFoundError: "
+                                              r"/data/sine is missing on this node\)"):
+        train(observable_config(fail_to_start=True))
+
+
+def test_a_resampled_rl_shard_equals_the_cached_one():
+    """A meta-RL shard re-run on a fresh worker at a later outer step samples its episodes
+    again from the iteration's first parameters: same gradient as the worker that kept them."""
+    config = Config.from_dict({
+        "seed": 2, "meta_batch_size": 2, "task": {"family": "gym", "env": "distmeta/Nav2D-v0", "horizon": 8},
+        "model": {"hidden_sizes": [8]}, "rl": {"episodes_per_task": 2, "outer_steps": 2},
+    })
+    family = config.task.make_family()
+    family.prepare()
+    kept, fresh = RLShardRunner(config, family), RLShardRunner(config, family)
+    first = kept.layout.flatten(dict(kept.policy.named_parameters())).numpy()
+    later = first + np.float32(0.01)
+    kept.meta_grad(first, 3, [0, 1])
+    cached_grad, _, _ = kept.meta_grad(later, 3, [0, 1])
+    resampled_grad, _, metrics = fresh.meta_grad(later, 3, [0, 1], first)
+    assert np.array_equal(cached_grad, resampled_grad)
+    assert metrics["env_steps"] > 0
+    stale_grad, _, _ = RLShardRunner(config, family).meta_grad(later, 3, [0, 1])
+    assert not np.array_equal(cached_grad, stale_grad)  # sampling with `later` would differ
+
+
+def test_shard_timeout_and_attempts_are_validated():
+    for key, value, message in [("shard_timeout_s", 0, "runtime.shard_timeout_s: got 0"),
+                                ("max_shard_attempts", 0, "runtime.max_shard_attempts: got 0")]:
+        with pytest.raises(Exception, match=message):
+            observable_config(runtime={key: value})
+    assert resolve_family("faulty_family:Observable")  # the tests' family is importable
