@@ -448,6 +448,7 @@ def metric_names(config: Config, validation: bool) -> list[str]:
     names = [f"{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]
     names += ["post_adaptation.loss"] if kind == "rl" else []  # the outer surrogate
     names += ["meta_loss", "grad_norm", "tasks_per_s"] + (["env_steps_per_s"] if kind == "rl" else [])
+    names += ["workers", "shards_reissued"]  # means over the window: the run's health, for the dashboard
     if validation:
         names += [f"val.{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]
     return names
