@@ -27,7 +27,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import ray
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
@@ -84,7 +84,6 @@ class PoolStats:
     """What the faults of one `map` cost."""
 
     reissued: int = 0
-    events: list[dict] = field(default_factory=list)
 
 
 class WorkerPool:
@@ -133,7 +132,7 @@ class WorkerPool:
             done, _ = ray.wait(refs, num_returns=max(1, len(running)), timeout=POLL_S)
             for ref in done:
                 if ref in starting:
-                    self._finish_start(starting[ref], stats)
+                    self._finish_start(starting[ref])
             finished = [ref for ref in done if ref in running]
             for ref, (value, lost) in zip(finished, _fetch(finished)):
                 call = running.pop(ref)
@@ -176,7 +175,7 @@ class WorkerPool:
         slot.node, slot.pid, slot.busy = "", 0, False
         slot.starts += 1
 
-    def _finish_start(self, slot: _Slot, stats: PoolStats) -> None:
+    def _finish_start(self, slot: _Slot) -> None:
         try:
             slot.node, slot.pid = ray.get(slot.ready_ref)
         except RayActorError as exc:
@@ -184,14 +183,14 @@ class WorkerPool:
                 raise WorkerLostError(
                     f"worker: could not start ({_last_line(exc)}); fix the error above and rerun"
                 ) from None
-            self._event(stats, "worker_lost", slot, f"lost while starting ({_first_line(exc)})")
+            self._event("worker_lost", slot, f"lost while starting ({_first_line(exc)})")
             self._start(slot)
             return
         slot.ready_ref = None
         if slot.starts == 1:
-            self._event(stats, "worker_started", slot, "started")
+            self._event("worker_started", slot, "started")
         else:
-            self._event(stats, "worker_replaced", slot, "replacement ready")
+            self._event("worker_replaced", slot, "replacement ready")
 
     def _dispatch(self, method: str, calls: Sequence[tuple], queue: list[int],
                   running: dict[object, _Call]) -> None:
@@ -213,7 +212,7 @@ class WorkerPool:
         slot = call.slot
         attempts[call.index] += 1
         what = f"shard {call.index}" + (f" of {context}" if context else "")
-        self._event(stats, "worker_lost", slot, f"{why} while running {what} ({method})")
+        self._event("worker_lost", slot, f"{why} while running {what} ({method})")
         if attempts[call.index] >= self.max_attempts:
             raise WorkerLostError(
                 f"{what}: lost its worker {attempts[call.index]} times (last: {why}); "
@@ -243,10 +242,9 @@ class WorkerPool:
             return now
         return since
 
-    def _event(self, stats: PoolStats, kind: str, slot: _Slot, detail: str) -> None:
+    def _event(self, kind: str, slot: _Slot, detail: str) -> None:
         event = {"event": kind, "worker": slot.index, "node": slot.node, "pid": slot.pid,
                  "detail": detail, "time": time.time()}
-        stats.events.append(event)
         if self._on_event is not None:
             self._on_event(event)
 
