@@ -338,7 +338,7 @@ class MetaLearner:
 
     def _log_event(self, event: dict) -> None:
         """Every worker event goes to events.jsonl; a loss or a replacement also to stderr."""
-        event = {"iteration": self.iteration, **event}
+        event = {"iterations_done": self.iteration, **event}
         if event["event"] != "worker_started":
             where = f"node {event['node'][:8]}, pid {event['pid']}" if event["pid"] else "starting"
             print(f"distmeta: worker {event['worker']} ({where}): {event['detail']}",

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import ray
-from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
+from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayError, WorkerCrashedError
 
 from distmeta.errors import RunError
 
@@ -66,6 +66,7 @@ class _Slot:
     pid: int = 0
     busy: bool = False
     starts: int = 0
+    start_losses: int = 0  # in a row
 
     @property
     def ready(self) -> bool:
@@ -120,36 +121,46 @@ class WorkerPool:
         attempts = [0] * len(calls)
         running: dict[object, _Call] = {}
         waiting_since = None
-        while len(results) < len(calls):
-            self._dispatch(method, calls, queue, running)
-            if queue and not running and not any(s.ready for s in self._slots):
-                waiting_since = self._notice_waiting(waiting_since, len(queue))
-            else:
-                waiting_since = None
-            starting = {s.ready_ref: s for s in self._slots if s.ready_ref is not None}
-            refs = list(running) + list(starting)
-            # All running calls at once (a worker still starting must not hold them up).
-            done, _ = ray.wait(refs, num_returns=max(1, len(running)), timeout=POLL_S)
-            for ref in done:
-                if ref in starting:
-                    self._finish_start(starting[ref])
-            finished = [ref for ref in done if ref in running]
-            for ref, (value, lost) in zip(finished, _fetch(finished)):
-                call = running.pop(ref)
-                call.slot.busy = False
-                if lost is not None:
-                    self._lose(call, f"lost ({_first_line(lost)})", method, context, queue, attempts, stats)
-                    continue
-                results[call.index] = value
-                self._durations.setdefault(method, deque(maxlen=100)).append(time.monotonic() - call.started)
-            limit = self._timeout(method)
-            now = time.monotonic()
-            for ref, call in list(running.items()):
-                if now - call.started > limit:
-                    del running[ref]
+        try:
+            while len(results) < len(calls):
+                self._dispatch(method, calls, queue, running)
+                if queue and not running and not any(s.ready for s in self._slots):
+                    waiting_since = self._notice_waiting(waiting_since, len(queue))
+                else:
+                    waiting_since = None
+                starting = {s.ready_ref: s for s in self._slots if s.ready_ref is not None}
+                refs = list(running) + list(starting)
+                # Nothing queued: all running calls at once (one wait per fast iteration);
+                # calls queued: the first worker to free up takes the next.
+                wanted = 1 if queue or not running else len(running)
+                done, _ = ray.wait(refs, num_returns=wanted, timeout=POLL_S)
+                for ref in done:
+                    if ref in starting:
+                        self._finish_start(starting[ref])
+                finished = [ref for ref in done if ref in running]
+                for ref, (value, lost) in zip(finished, _fetch(finished)):
+                    call = running.pop(ref)
                     call.slot.busy = False
-                    self._lose(call, f"past the {limit:.0f} s shard timeout", method, context, queue,
-                               attempts, stats)
+                    if lost is not None:
+                        self._lose(call, f"lost ({_first_line(lost)})", method, context, queue, attempts, stats)
+                        continue
+                    results[call.index] = value
+                    self._durations.setdefault(method, deque(maxlen=100)).append(time.monotonic() - call.started)
+                limit = self._timeout(method)
+                now = time.monotonic()
+                for ref, call in list(running.items()):
+                    if now - call.started > limit:
+                        del running[ref]
+                        call.slot.busy = False
+                        self._lose(call, f"past runtime.shard_timeout_s ({limit:g} s)", method, context, queue,
+                                   attempts, stats)
+        except BaseException:
+            # A shard's own error, a lost shard or Ctrl-C: the slots of the calls still
+            # running must take calls again if the learner goes on (their stale
+            # results are never read).
+            for call in running.values():
+                call.slot.busy = False
+            raise
         return [results[i] for i in range(len(calls))], stats
 
     @property
@@ -183,10 +194,18 @@ class WorkerPool:
                 raise WorkerLostError(
                     f"worker: could not start ({_last_line(exc)}); fix the error above and rerun"
                 ) from None
+            slot.start_losses += 1
             self._event("worker_lost", slot, f"lost while starting ({_first_line(exc)})")
+            if slot.start_losses >= self.max_attempts:
+                raise WorkerLostError(
+                    f"worker: lost while starting {slot.start_losses} times in a row (last: "
+                    f"{_first_line(exc)}); see the workers' logs above"
+                ) from None
             self._start(slot)
             return
-        slot.ready_ref = None
+        except RayError as exc:  # e.g. its placement group removed: it can never start
+            raise WorkerLostError(f"worker: cannot be placed ({_first_line(exc)})") from None
+        slot.ready_ref, slot.start_losses = None, 0
         if slot.starts == 1:
             self._event("worker_started", slot, "started")
         else:
@@ -216,7 +235,7 @@ class WorkerPool:
         if attempts[call.index] >= self.max_attempts:
             raise WorkerLostError(
                 f"{what}: lost its worker {attempts[call.index]} times (last: {why}); "
-                "runtime.max_shard_attempts allows that many; see the workers' logs above"
+                f"raise runtime.max_shard_attempts (now {self.max_attempts}) if workers die this often"
             )
         ray.kill(slot.actor, no_restart=True)
         self._start(slot)

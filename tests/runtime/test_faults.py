@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from distmeta.config import Config
+from distmeta.errors import ConfigError
 from distmeta.runtime import MetaLearner
 from distmeta.runtime.pool import WorkerLostError
 from distmeta.runtime.rl_worker import RLShardRunner
-from distmeta.tasks import resolve_family
 
 
 def observable_config(iterations=10, workers=2, runtime=None, **family):
@@ -82,7 +82,8 @@ def test_killed_workers_cost_a_rerun_of_their_shard_not_the_iteration(ray_local,
     lost = [e for e in events if e["event"] == "worker_lost"]
     assert sorted(e["pid"] for e in lost) == sorted(killer.killed)
     assert all("ActorDiedError" in e["detail"] for e in lost)
-    assert sum(e["event"] == "worker_replaced" for e in events) == 3
+    # The last replacement may still be starting when the run ends.
+    assert 2 <= sum(e["event"] == "worker_replaced" for e in events) <= 3
 
 
 def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local, tmp_path):
@@ -99,9 +100,9 @@ def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local,
         assert torch.equal(params[k], reference[k]), k
     lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [line["shards_reissued"] for line in lines] == [1] + [0] * 7
-    assert lines[0]["workers"] == 1 and lines[-1]["workers"] == 2  # the replacement joined
+    assert lines[-1]["workers"] == 2  # the replacement joined
     lost = [e for e in read_jsonl(tmp_path / "run" / "events.jsonl") if e["event"] == "worker_lost"]
-    assert len(lost) == 1 and "past the 3 s shard timeout" in lost[0]["detail"]
+    assert len(lost) == 1 and "past runtime.shard_timeout_s (3 s)" in lost[0]["detail"]
 
 
 def test_the_automatic_timeout_waits_for_the_first_shards_then_scales_with_them(ray_local):
@@ -152,6 +153,5 @@ def test_a_resampled_rl_shard_equals_the_cached_one():
 def test_shard_timeout_and_attempts_are_validated():
     for key, value, message in [("shard_timeout_s", 0, "runtime.shard_timeout_s: got 0"),
                                 ("max_shard_attempts", 0, "runtime.max_shard_attempts: got 0")]:
-        with pytest.raises(Exception, match=message):
+        with pytest.raises(ConfigError, match=message):
             observable_config(runtime={key: value})
-    assert resolve_family("faulty_family:Observable")  # the tests' family is importable
