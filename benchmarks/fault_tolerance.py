@@ -49,7 +49,6 @@ from distmeta.config import load_config
 from distmeta.errors import RunError
 from distmeta.runtime import MetaLearner
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
-from distmeta.runtime.pool import PoolStats
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = (REPO / ".." / "shared" / "data" / "omniglot").resolve()
@@ -124,7 +123,7 @@ def bare_map(pool):
     def map_(method, calls, context=""):
         slots = pool._slots
         return ray.get([getattr(slots[i % len(slots)].actor, method).remote(*c)
-                        for i, c in enumerate(calls)]), PoolStats()
+                        for i, c in enumerate(calls)]), 0
     return map_
 
 

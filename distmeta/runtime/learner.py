@@ -98,7 +98,6 @@ class MetaLearner:
         else:
             self._start_workers(address)
         self._metrics_file = None
-        self._reissued = 0
         if self.out_dir is not None:  # only now that every check has passed
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _truncate_metrics(self.out_dir / "metrics.jsonl", self.iteration)
@@ -113,14 +112,14 @@ class MetaLearner:
         optimiser steps on the meta-batch its workers sampled once."""
         start = time.perf_counter()
         outer_steps = self.config.rl.outer_steps if self.family.kind == "rl" else 1
-        env_steps, sampled, sampling_meta = 0.0, None, None
-        self._reissued = 0
+        env_steps, reissued, sampled, sampling_meta = 0.0, 0, None, None
         for _ in range(outer_steps):
-            meta_flat = self.layout.flatten(self.meta).cpu().numpy()
-            n_tasks, sums, norm = self._outer_step(meta_flat, sampling_meta)
+            meta = self._params_arg(self.layout.flatten(self.meta).cpu().numpy())
+            n_tasks, sums, norm, lost = self._outer_step(meta, sampling_meta)
             env_steps += sums.pop("env_steps", 0.0)
+            reissued += lost
             if sampled is None:  # the first step's: at the policy that sampled the meta-batch
-                sampled, grad_norm, sampling_meta = sums, norm, meta_flat
+                sampled, grad_norm, sampling_meta = sums, norm, meta
         self.iteration += 1
 
         elapsed = time.perf_counter() - start
@@ -133,7 +132,7 @@ class MetaLearner:
             "tasks_per_s": n_tasks / elapsed,
             "time_s": elapsed,
             "workers": self._pool.alive if self._pool is not None else 0,
-            "shards_reissued": self._reissued,
+            "shards_reissued": reissued,
         }
         if self.family.kind == "rl":
             line["env_steps_per_s"] = env_steps / elapsed
@@ -141,21 +140,19 @@ class MetaLearner:
             self._metrics_file.write(json.dumps(line) + "\n")
         return line
 
-    def _outer_step(self, meta_flat: np.ndarray, sampling_meta: np.ndarray | None
-                    ) -> tuple[int, dict, float]:
-        """Gather the shards' meta-gradients, reduce, clip, step the outer optimiser.
-        `sampling_meta`: on meta-RL's further outer steps, the parameters that sampled the
-        iteration's episodes (a shard re-run on a fresh worker samples them again)."""
+    def _outer_step(self, meta, sampling_meta) -> tuple[int, dict, float, int]:
+        """Gather the shards' meta-gradients, reduce, clip, step the outer optimiser; also
+        how many shards were re-run. `meta` (and `sampling_meta`: on meta-RL's further outer
+        steps, the parameters that sampled the iteration's episodes, which a shard re-run on
+        a fresh worker samples again) come from `_params_arg`."""
         config = self.config
         shards = split_shards(config.meta_batch_size, max(config.num_workers, 1))
         extra = () if sampling_meta is None else (sampling_meta,)
+        calls = [(meta, self.iteration, s, *extra) for s in shards]
         if self._local is not None:
-            results = [self._local.meta_grad(meta_flat, self.iteration, s, *extra) for s in shards]
+            results, reissued = [self._local.meta_grad(*call) for call in calls], 0
         else:
-            refs = [self._by_ref(flat) for flat in (meta_flat, *extra)]  # once for all shards
-            calls = [(refs[0], self.iteration, s, *refs[1:]) for s in shards]
-            results, stats = self._pool.map("meta_grad", calls, f"iteration {self.iteration + 1}")
-            self._reissued += stats.reissued
+            results, reissued = self._pool.map("meta_grad", calls, f"iteration {self.iteration + 1}")
 
         n_tasks = sum(n for _, n, _ in results)
         grad = torch.from_numpy(sum(g for g, _, _ in results) / n_tasks)
@@ -173,7 +170,7 @@ class MetaLearner:
             self.meta[k].grad = g.to(self.meta[k].dtype)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return n_tasks, sums, grad_norm
+        return n_tasks, sums, grad_norm, reissued
 
     def train(self, on_iteration: Callable[[dict], None] | None = None,
               time_budget_s: float | None = None) -> dict | None:
@@ -241,8 +238,8 @@ class MetaLearner:
         if self._local is not None:
             rows = [self._local.evaluate(meta_flat, split, c, steps, seed) for c in chunks]
         else:
-            meta_ref = self._by_ref(meta_flat)
-            rows, _ = self._pool.map("evaluate", [(meta_ref, split, c, steps, seed) for c in chunks],
+            meta = self._params_arg(meta_flat)
+            rows, _ = self._pool.map("evaluate", [(meta, split, c, steps, seed) for c in chunks],
                                      f"validation at iteration {self.iteration}")
         means = {k: float(np.concatenate([r[k] for r in rows]).mean()) for k in rows[0]}
         return {"pre_adaptation": _scores(means, "pre", 1), "post_adaptation": _scores(means, "post", 1)}
@@ -278,11 +275,11 @@ class MetaLearner:
 
     # -- Ray --------------------------------------------------------------------------
 
-    @staticmethod
-    def _by_ref(flat: np.ndarray):
-        """Small vectors ride inside the call (measured ~2.4 ms a step cheaper on the
-        sinusoid MLP); larger ones go into the object store once for all workers."""
-        if flat.nbytes <= INLINE_PARAMS_BYTES:
+    def _params_arg(self, flat: np.ndarray):
+        """Flat parameters as the shards' calls take them, made once for all of them: the
+        array itself in-process and when small (measured ~2.4 ms a step cheaper on the
+        sinusoid MLP), else one object in Ray's store."""
+        if self._pool is None or flat.nbytes <= INLINE_PARAMS_BYTES:
             return flat
         import ray
 

@@ -80,13 +80,6 @@ class _Call:
     started: float
 
 
-@dataclass
-class PoolStats:
-    """What the faults of one `map` cost."""
-
-    reissued: int = 0
-
-
 class WorkerPool:
     """`size` Ray actors of `actor_class(*init_args)`, each with `num_cpus` / `num_gpus`.
 
@@ -110,12 +103,13 @@ class WorkerPool:
 
     # -- public -----------------------------------------------------------------------
 
-    def map(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[list, PoolStats]:
-        """Results of `worker.method(*args)` for each args tuple of `calls`, in call order.
+    def map(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[list, int]:
+        """Results of `worker.method(*args)` for each args tuple of `calls`, in call order,
+        and how many calls were re-run after losing their worker.
         Call i goes first to worker i mod size (the worker that ran it last time keeps its
         caches warm); a free worker takes any queued call whose own worker is busy or gone.
         `context` (e.g. "iteration 12") names the calls in events and errors."""
-        stats = PoolStats()
+        reissued = 0
         results: dict[int, object] = {}
         queue = list(range(len(calls)))
         attempts = [0] * len(calls)
@@ -142,7 +136,8 @@ class WorkerPool:
                     call = running.pop(ref)
                     call.slot.busy = False
                     if lost is not None:
-                        self._lose(call, f"lost ({_first_line(lost)})", method, context, queue, attempts, stats)
+                        self._lose(call, f"lost ({_first_line(lost)})", method, context, queue, attempts)
+                        reissued += 1
                         continue
                     results[call.index] = value
                     self._durations.setdefault(method, deque(maxlen=100)).append(time.monotonic() - call.started)
@@ -153,7 +148,8 @@ class WorkerPool:
                         del running[ref]
                         call.slot.busy = False
                         self._lose(call, f"past runtime.shard_timeout_s ({limit:g} s)", method, context, queue,
-                                   attempts, stats)
+                                   attempts)
+                        reissued += 1
         except BaseException:
             # A shard's own error, a lost shard or Ctrl-C: the slots of the calls still
             # running must take calls again if the learner goes on (their stale
@@ -161,7 +157,7 @@ class WorkerPool:
             for call in running.values():
                 call.slot.busy = False
             raise
-        return [results[i] for i in range(len(calls))], stats
+        return [results[i] for i in range(len(calls))], reissued
 
     @property
     def alive(self) -> int:
@@ -226,7 +222,7 @@ class WorkerPool:
             slot.busy = True
 
     def _lose(self, call: _Call, why: str, method: str, context: str, queue: list[int],
-              attempts: list[int], stats: PoolStats) -> None:
+              attempts: list[int]) -> None:
         """Requeue a call whose worker is gone (or hung: kill it) and restart the slot."""
         slot = call.slot
         attempts[call.index] += 1
@@ -240,7 +236,6 @@ class WorkerPool:
         ray.kill(slot.actor, no_restart=True)
         self._start(slot)
         queue.insert(0, call.index)
-        stats.reissued += 1
 
     def _timeout(self, method: str) -> float:
         if self.timeout_s is not None:
