@@ -45,8 +45,8 @@ import ray
 import torch
 from ray.exceptions import RayError
 
-from distmeta.config import load_config
 from distmeta.errors import RunError
+from distmeta.loading import load_config
 from distmeta.runtime import MetaLearner
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
 
@@ -92,7 +92,7 @@ class RandomKiller(threading.Thread):
 
     def run(self):
         while not self.stop.wait(self.rng.uniform(self.lo, self.hi)):
-            ready = self.learner._pool.whereabouts()
+            ready = self.learner.executor.whereabouts()
             if not ready:
                 continue
             _, pid = self.rng.choice(ready)
@@ -135,18 +135,18 @@ def overhead(args):
         with MetaLearner(config) as learner:
             for _ in range(max(3, block // 5)):  # start-up and warm-up, untimed
                 learner.step()
-            pool_map, plain = learner._pool.map, bare_map(learner._pool)
+            pool_map, plain = learner.executor.map, bare_map(learner.executor)
             for pair in range(args.blocks):
                 # ABBA order: drift of the machine's state over the run cancels out.
                 order = (("pool", pool_map), ("bare", plain))[::1 if pair % 2 == 0 else -1]
                 block_ms = {}
                 for variant, fn in order:
-                    learner._pool.map = fn
+                    learner.executor.map = fn
                     block_times = [learner.step()["time_s"] for _ in range(block)]
                     times[variant].extend(block_times)
                     block_ms[variant] = statistics.median(block_times)
                 pair_ratios.append(block_ms["pool"] / block_ms["bare"])
-            learner._pool.map = pool_map
+            learner.executor.map = pool_map
         pool_ms = statistics.median(times["pool"]) * 1e3
         bare_ms = statistics.median(times["bare"]) * 1e3
         rows.append({"workload": name, "iterations_each": block * args.blocks, "pool_ms": pool_ms,
@@ -294,11 +294,11 @@ def memory(args):
             for it in range(1, 501):
                 learner.step()
                 if it % 50 == 0:
-                    workers = [rss_mib(pid) for _, pid in learner._pool.whereabouts()]
+                    workers = [rss_mib(pid) for _, pid in learner.executor.whereabouts()]
                     series.append({"iteration": it, "driver_mib": rss_mib(os.getpid()),
                                    "workers_mib": workers})
                 if kill_every and it % kill_every == 0:
-                    os.kill(learner._pool.whereabouts()[0][1], signal.SIGKILL)
+                    os.kill(learner.executor.whereabouts()[0][1], signal.SIGKILL)
         rows[label] = series
         first, last = series[0], series[-1]
         print(f"| {label} | driver {first['driver_mib']:.0f} -> {last['driver_mib']:.0f} MiB "

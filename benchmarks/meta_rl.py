@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distmeta.config import load_config
+from distmeta.loading import load_config
+from distmeta.runners.rl import RLShardRunner
 from distmeta.runtime import MetaLearner
 from distmeta.runtime.evaluate import load_run, summarise
-from distmeta.runtime.learner import initial_meta_params
-from distmeta.runtime.rl_worker import RLShardRunner
 
 
 def adaptation_curve(runner: RLShardRunner, params: dict, n_tasks: int, steps: int, episodes: int,
@@ -45,12 +44,13 @@ def adaptation_curve(runner: RLShardRunner, params: dict, n_tasks: int, steps: i
 
 
 def curve(args) -> dict:
-    path, state, config, family = load_run(args.run, args.set)
-    runner = RLShardRunner(config, family)
+    path, state, experiment = load_run(args.run, args.set)
+    config, family = experiment.config, experiment.family
+    runner = experiment.make_runner()
     episodes = args.episodes or config.rl.episodes_per_task
     policies = {
         "MAML-RL": {k: v.detach() for k, v in state["meta_params"].items()},
-        "random init": initial_meta_params(config, family),
+        "random init": experiment.initial_meta_params(),
     }
     extra = {}
     cached = Path(args.ppo_params) if args.ppo_params else None

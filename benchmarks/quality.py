@@ -86,8 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json-out", help="also write the JSON report here")
     args = parser.parse_args(argv)
 
-    from distmeta.config import load_config
     from distmeta.errors import UserError
+    from distmeta.loading import load_config
     from distmeta.runtime import MetaLearner, evaluate
 
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))

@@ -257,7 +257,7 @@ def per_workload(text: str | None, defaults: dict[str, int], flag: str) -> dict[
 
 
 def make_config(workload: str, args, variant: str):
-    from distmeta.config import load_config
+    from distmeta.loading import load_config
 
     spec = WORKLOADS[workload]
     overrides = list(spec["pin"]) + ["runtime.device=cpu"]
@@ -275,18 +275,16 @@ def make_config(workload: str, args, variant: str):
 
 
 def preferred_batching(config) -> str:
-    from distmeta.runtime.worker import build_problem
+    from distmeta.experiment import build_experiment
 
-    family = config.task.make_family()
-    family.prepare()
-    return build_problem(config, family).model.preferred_batching
+    return build_experiment(config).network().preferred_batching
 
 
 def make_bare(config, batching: str) -> BareMAML:
     """The bare reference for a config: plain values out of it, plus distmeta's sampler."""
-    from distmeta.tasks import train_task_rng
+    from distmeta.tasks import make_family, train_task_rng
 
-    family = config.task.make_family()
+    family = make_family(config.task)
     family.prepare()
     seed, n_tasks = config.seed, config.meta_batch_size
 
@@ -329,7 +327,7 @@ class Runner:
             config = make_config(workload, args, variant)
             self.learner = MetaLearner(config)
             learner = self.learner
-            self.batching = (learner._local.batching if learner._local is not None
+            self.batching = (learner.executor.runner.batching if config.num_workers == 0
                              else f"auto ({bare_batching[workload]})")
             self.step = learner.step
             self.params = lambda: [v.detach().clone() for v in learner.meta.values()]

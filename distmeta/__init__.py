@@ -1,17 +1,52 @@
 """distmeta: distributed meta-learning on Ray.
 
-The public nouns: `Config` (one typed run config), `TaskFamily` (where tasks come from),
-`Algorithm` (pure functions of parameters and tasks), `MetaLearner` (the driver that shards
-task batches over Ray adaptation workers), `evaluate`, and for meta-RL `adapt_policy` (a
-meta-trained policy adapted to one task; `AdaptedPolicy` loads what it saves)."""
+The public nouns: `Config` (one typed run config; `load_config` reads YAML, presets and
+`--set` overrides), `TaskFamily` (where tasks come from), `Algorithm` (pure functions of
+parameters and tasks), `Experiment` (a config with what it names, built and checked once),
+`MetaLearner` (the driver that shards task batches over Ray adaptation workers),
+`evaluate`, and for meta-RL `adapt_policy` (a meta-trained policy adapted to one task;
+`AdaptedPolicy` loads what it saves).
 
-from distmeta.algorithms import ALGORITHMS, Algorithm
-from distmeta.config import Config, load_config
-from distmeta.errors import ConfigError, RunError, UserError
-from distmeta.runtime import AdaptedPolicy, MetaLearner, adapt_policy, evaluate
-from distmeta.tasks import TaskFamily
+Names are imported on first use, so `import distmeta` (and the CLI's `--help`) loads
+neither torch nor Ray."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from distmeta.config import Config
+from distmeta.errors import ConfigError, DivergedError, RunError, UserError
+from distmeta.loading import load_config
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "ALGORITHMS": "distmeta.algorithms",
+    "Algorithm": "distmeta.algorithms",
+    "AdaptedPolicy": "distmeta.runtime.adapt",
+    "adapt_policy": "distmeta.runtime.adapt",
+    "Experiment": "distmeta.experiment",
+    "build_experiment": "distmeta.experiment",
+    "MetaLearner": "distmeta.runtime.learner",
+    "evaluate": "distmeta.runtime.evaluate",
+    "TaskFamily": "distmeta.tasks.base",
+}
+
+if TYPE_CHECKING:
+    from distmeta.algorithms import ALGORITHMS, Algorithm
+    from distmeta.experiment import Experiment, build_experiment
+    from distmeta.runtime.adapt import AdaptedPolicy, adapt_policy
+    from distmeta.runtime.evaluate import evaluate
+    from distmeta.runtime.learner import MetaLearner
+    from distmeta.tasks.base import TaskFamily
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'distmeta' has no attribute '{name}'")
+
 
 __all__ = [
     "ALGORITHMS",
@@ -19,11 +54,14 @@ __all__ = [
     "Algorithm",
     "Config",
     "ConfigError",
+    "DivergedError",
+    "Experiment",
     "MetaLearner",
     "RunError",
     "TaskFamily",
     "UserError",
     "adapt_policy",
+    "build_experiment",
     "evaluate",
     "load_config",
 ]

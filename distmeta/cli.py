@@ -9,7 +9,9 @@
     distmeta presets
 
 Bad input exits with status 2 and one line on stderr starting `error:`; a run that
-cannot go on (workers lost beyond `runtime.max_shard_attempts`) exits 1 the same way.
+cannot go on (workers lost beyond `runtime.max_shard_attempts`, a diverged meta-gradient)
+exits 1 the same way. torch and Ray are imported only by the commands that need them, so
+`--help`, `presets` and a bad config key answer at once.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from distmeta.config import apply_overrides, load_config, presets, read_yaml
 from distmeta.errors import RunError, UserError
+from distmeta.loading import apply_overrides, load_config, presets, read_yaml
+from distmeta.log import log_to_stderr
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("presets", help="list the built-in configs")
 
     args = parser.parse_args(argv)
+    log_to_stderr()
     try:
         if args.command == "train":
             return _train(args)
@@ -111,14 +115,15 @@ def _train(args) -> int:
     config = load_config(args.config, args.overrides)
     out = _out_dir(args, "run", "")
 
-    from distmeta.runtime import MetaLearner
+    from distmeta.runtime.learner import MetaLearner
 
     progress = _Progress(config.iterations)
     started_ray = False
     try:
-        import ray
+        if config.num_workers > 0:
+            import ray
 
-        started_ray = config.num_workers > 0 and not ray.is_initialized()
+            started_ray = not ray.is_initialized()
         with MetaLearner(config, out_dir=out, address=args.address, resume=args.resume) as learner:
             progress.start(learner.iteration)
             last = learner.train(progress.update)
@@ -149,7 +154,7 @@ def _out_dir(args, what: str, prefix: str) -> Path:
 
 
 def _eval(args) -> int:
-    from distmeta.runtime import evaluate
+    from distmeta.runtime.evaluate import evaluate
 
     result = evaluate(args.checkpoint, tasks=args.tasks, split=args.split, steps=args.steps,
                       overrides=args.overrides, seed=args.seed)
@@ -170,7 +175,7 @@ def _adapt(args) -> int:
 
     task = None
     if args.task is not None:
-        task = apply_overrides({}, args.task, what="--task")
+        task = apply_overrides({}, args.task, what="--task", example="goal=[0.3,-0.2] (the env's task keys)")
     result = adapt_policy(args.checkpoint, task=task, sample_task=args.sample_task,
                           steps=args.steps, episodes=args.episodes, seed=args.seed,
                           save=args.save, overrides=args.overrides)

@@ -1,32 +1,24 @@
-"""One typed config for a training run, validated at construction.
+"""One typed config for a training run: the schema, checked field by field.
 
 A run's config is a YAML mapping with sections (`task`, `model`, `algorithm`, `runtime`,
-and `rl` for meta-RL) beside a few top-level keys. Each section is a small frozen dataclass whose
-fields are documented where they are defined; an unknown key, a value of the wrong type or
-out of range raises `ConfigError` naming the dotted key, before any Ray work starts.
-
-    cfg = load_config("sinusoid-maml", overrides=["algorithm.inner_lr=0.05", "seed=3"])
+and `rl` for meta-RL) beside a few top-level keys. Each section is a small frozen dataclass
+whose fields are documented where they are defined and which checks its own fields only:
+an unknown key, a value of the wrong type or out of range raises `ConfigError` naming the
+dotted key. What the fields name together (the task family, the model for its inputs, the
+algorithm for its kind of task) is built and cross-checked once, by
+`distmeta.experiment.build_experiment`. Loading from YAML and `--set`: `distmeta.loading`.
+Nothing here imports torch or Ray.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
-import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Union
-
-import yaml
+from typing import Any, Literal
 
 from distmeta.errors import ConfigError
-
-PRESET_DIR = Path(__file__).parent / "presets"
-
+from distmeta.schema import build, plain, positive
 
 # ---------------------------------------------------------------------------------------
 # Sections
@@ -48,15 +40,6 @@ class TaskConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments of the family's constructor; each family documents its own."""
 
-    def family_class(self) -> type:
-        from distmeta.tasks import resolve_family
-
-        return resolve_family(self.family)
-
-    def make_family(self):
-        """A fresh family instance built from the options (cheap: data loads in `prepare`)."""
-        return construct(self.family_class(), self.options, "task")
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -76,17 +59,17 @@ class ModelConfig:
                 f"model.hidden_sizes: got {list(self.hidden_sizes)}; expected a non-empty "
                 "list of positive widths, e.g. [40, 40]"
             )
-        _positive("model.channels", self.channels)
+        positive("model.channels", self.channels)
 
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
     """The meta-learning algorithm and its inner and outer optimisation."""
 
-    name: Literal["maml", "metasgd", "anil", "reptile", "protonet"] = "maml"
+    name: Literal["maml", "metasgd", "anil", "reptile", "protonet", "maml_rl"] = "maml"
     """maml (second order unless `first_order`), metasgd (learned per-parameter inner
-    learning rates), anil (inner loop adapts only the head), reptile, protonet. On a meta-RL
-    family (`task.family: gym`) maml is MAML-RL, the one RL algorithm."""
+    learning rates), anil (inner loop adapts only the head), reptile, protonet; maml_rl for
+    meta-RL families (`task.family: gym`), where `maml` also means maml_rl."""
     inner_lr: float = 0.01
     """Step size of the inner (adaptation) SGD steps; Meta-SGD's initial rates."""
     inner_steps: int = 1
@@ -104,8 +87,8 @@ class AlgorithmConfig:
     """Clip the meta-gradient to this global L2 norm; none when unset."""
 
     def __post_init__(self):
-        _positive("algorithm.inner_lr", self.inner_lr)
-        _positive("algorithm.outer_lr", self.outer_lr)
+        positive("algorithm.inner_lr", self.inner_lr)
+        positive("algorithm.outer_lr", self.outer_lr)
         if self.inner_steps < 0 or (self.inner_steps == 0 and self.name != "protonet"):
             raise ConfigError(
                 f"algorithm.inner_steps: got {self.inner_steps}; expected an integer >= 1"
@@ -115,7 +98,7 @@ class AlgorithmConfig:
                 f"algorithm.eval_inner_steps: got {self.eval_inner_steps}; expected >= 0"
             )
         if self.grad_clip is not None:
-            _positive("algorithm.grad_clip", self.grad_clip)
+            positive("algorithm.grad_clip", self.grad_clip)
 
     @property
     def steps_for_eval(self) -> int:
@@ -142,9 +125,9 @@ class RLConfig:
     """Initial log standard deviation of Gaussian policies."""
 
     def __post_init__(self):
-        _positive("rl.episodes_per_task", self.episodes_per_task)
-        _positive("rl.outer_steps", self.outer_steps)
-        _positive("rl.clip", self.clip)
+        positive("rl.episodes_per_task", self.episodes_per_task)
+        positive("rl.outer_steps", self.outer_steps)
+        positive("rl.clip", self.clip)
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -190,10 +173,10 @@ class RuntimeConfig:
     ends the run with an error instead of being re-run again."""
 
     def __post_init__(self):
-        _positive("runtime.keep_checkpoints", self.keep_checkpoints)
+        positive("runtime.keep_checkpoints", self.keep_checkpoints)
         if self.shard_timeout_s is not None:
-            _positive("runtime.shard_timeout_s", self.shard_timeout_s)
-        _positive("runtime.max_shard_attempts", self.max_shard_attempts)
+            positive("runtime.shard_timeout_s", self.shard_timeout_s)
+        positive("runtime.max_shard_attempts", self.max_shard_attempts)
 
 
 @dataclass(frozen=True)
@@ -221,51 +204,15 @@ class Config:
     def __post_init__(self):
         if self.seed < 0:
             raise ConfigError(f"seed: got {self.seed}; expected an integer >= 0")
-        _positive("iterations", self.iterations)
-        _positive("meta_batch_size", self.meta_batch_size)
-        _positive("checkpoint_every", self.checkpoint_every)
+        positive("iterations", self.iterations)
+        positive("meta_batch_size", self.meta_batch_size)
+        positive("checkpoint_every", self.checkpoint_every)
         if self.num_workers < 0:
             raise ConfigError(f"num_workers: got {self.num_workers}; expected >= 0")
         if self.num_workers > self.meta_batch_size:
             raise ConfigError(
                 f"num_workers: got {self.num_workers} for meta_batch_size "
                 f"{self.meta_batch_size}; expected at most one worker per task"
-            )
-        family = self.task.make_family()  # validates the family's own options
-        if getattr(family, "kind", None) not in ("regression", "classification", "rl"):
-            raise ConfigError(
-                f"task.family: {type(family).__name__}.kind is {getattr(family, 'kind', None)!r}; "
-                "expected 'regression', 'classification' or 'rl'"
-            )
-        if family.kind == "rl":
-            self._check_rl()
-            return
-        if self.rl != RLConfig():
-            changed = next(f.name for f in dataclasses.fields(RLConfig)
-                           if getattr(self.rl, f.name) != getattr(RLConfig(), f.name))
-            raise ConfigError(
-                f"rl.{changed}: set for task.family '{self.task.family}', which is not a meta-RL "
-                "family; remove it or use task.family: gym"
-            )
-        from distmeta.models import make_model  # models import this module
-
-        make_model(self.model, tuple(family.input_shape), family.output_dim)
-        if self.algorithm.name == "protonet" and family.kind != "classification":
-            raise ConfigError(
-                f"algorithm.name: protonet needs a classification task family; "
-                f"task.family '{self.task.family}' is {family.kind}"
-            )
-
-    def _check_rl(self) -> None:
-        if self.algorithm.name != "maml":
-            raise ConfigError(
-                f"algorithm.name: got {self.algorithm.name} for a meta-RL family; "
-                "expected maml (MAML-RL)"
-            )
-        if self.model.name not in ("auto", "mlp"):
-            raise ConfigError(
-                f"model.name: got {self.model.name} for a meta-RL family; expected auto or mlp "
-                "(an MLP policy)"
             )
 
     def to_dict(self) -> dict:
@@ -274,7 +221,7 @@ class Config:
         out["task"] = {"family": self.task.family, **dict(self.task.options)}
         if self.rl == RLConfig():  # as configs written before `rl` existed, which resume reads
             del out["rl"]
-        return _plain(out)
+        return plain(out)
 
     @classmethod
     def from_dict(cls, raw: Any) -> Config:
@@ -291,210 +238,3 @@ class Config:
                 raise ConfigError(f"task.family: expected a string, got {family!r}")
             raw["task"] = TaskConfig(family=family, options=task)
         return build(cls, raw, "")
-
-
-# ---------------------------------------------------------------------------------------
-# Loading: YAML file or preset, then --set overrides
-# ---------------------------------------------------------------------------------------
-
-
-def presets() -> dict[str, Path]:
-    """Built-in configs by name (`distmeta presets`)."""
-    return {p.stem: p for p in sorted(PRESET_DIR.glob("*.yaml"))}
-
-
-def read_yaml(source: str) -> dict:
-    """The mapping in a YAML file, or in the preset of that name."""
-    path = Path(source)
-    if not path.is_file():
-        known = presets()
-        if source not in known:
-            raise ConfigError(
-                f"config: '{source}' is neither a YAML file nor a preset; "
-                f"presets: {', '.join(known)}"
-            )
-        path = known[source]
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config: cannot read YAML from {path}: {first}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config: {path} holds a {type(raw).__name__}; expected a mapping")
-    return raw
-
-
-def apply_overrides(raw: dict, overrides: list[str], what: str = "--set") -> dict:
-    """`KEY=VALUE` pairs with dotted keys; VALUE is parsed as YAML (`0.1`, `true`, `[40]`)."""
-    raw = _deep_copy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            example = "seed=3" if what == "--set" else "goal=[0.3,-0.2] (the env's task keys)"
-            raise ConfigError(f"{what}: got '{item}'; expected KEY=VALUE, e.g. {example}")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        set_dotted(raw, key, value, what)
-    return raw
-
-
-def set_dotted(raw: dict, key: str, value: Any, what: str = "--set") -> None:
-    """`raw[a][b][c] = value` for the dotted key `a.b.c`, creating sections on the way."""
-    node = raw
-    parts = key.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(
-                f"{what} {key}: '{'.'.join(parts[: depth + 1])}' is a value, not a section"
-            )
-        node = child
-    node[parts[-1]] = value
-
-
-def load_config(source: str, overrides: list[str] = ()) -> Config:
-    """The validated config from a YAML file or preset name plus `--set` overrides."""
-    return Config.from_dict(apply_overrides(read_yaml(source), list(overrides)))
-
-
-# ---------------------------------------------------------------------------------------
-# Generic dataclass building with typed, named errors
-# ---------------------------------------------------------------------------------------
-
-
-def build(cls: type, raw: Any, prefix: str):
-    """An instance of dataclass `cls` from a mapping; errors name `prefix.key`."""
-    if isinstance(raw, cls):
-        return raw
-    where = prefix or "config"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in raw.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown key '{dotted}'; expected one of: {', '.join(names)}")
-        kwargs[key] = _coerce(value, hints[key], dotted)
-    return _instantiate(cls, kwargs, where)
-
-
-def construct(cls: type, options: Mapping[str, Any], prefix: str):
-    """`cls(**options)` with config-style errors: dataclasses are typed field by field,
-    other classes are checked against their constructor's signature."""
-    if dataclasses.is_dataclass(cls):
-        return build(cls, options, prefix)
-    params = inspect.signature(cls).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for key in options:
-        if not takes_any and key not in params:
-            raise ConfigError(
-                f"unknown key '{prefix}.{key}'; {cls.__name__} takes: {', '.join(params)}"
-            )
-    return _instantiate(cls, options, prefix)
-
-
-def _instantiate(cls: type, kwargs: Mapping[str, Any], where: str):
-    """`cls(**kwargs)`; a user class's own TypeError/ValueError becomes a ConfigError."""
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {cls.__name__}({_kw(kwargs)}) failed: {exc}") from None
-
-
-def import_object(path: str, what: str):
-    """The object at `package.module:Name`."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"{what}: got '{path}'; expected a built-in name or 'package.module:Name'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{what}: cannot import module '{module_name}': {exc}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"{what}: module '{module_name}' has no '{attr}'") from None
-
-
-def _coerce(value: Any, hint: Any, dotted: str):
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Union or origin is types.UnionType:  # Optional[X], X | None
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], dotted)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(
-                f"{dotted}: got {value!r}; expected one of: {', '.join(map(str, args))}"
-            )
-        return value
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, dotted)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{dotted}: got {value!r}; expected a list")
-        return tuple(_coerce(v, args[0], f"{dotted}[{i}]") for i, v in enumerate(value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{dotted}: got {value!r}; expected true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{dotted}: got {value!r}; expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{dotted}: got {value!r}; expected a number")
-        if not math.isfinite(value):
-            raise ConfigError(f"{dotted}: got {value!r}; expected a finite number")
-        return float(value)
-    if hint is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)  # a path or name that YAML read as a number
-        if not isinstance(value, str):
-            raise ConfigError(f"{dotted}: got {value!r}; expected a string")
-        return value
-    if origin in (Mapping, dict) or hint in (Mapping, dict):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{dotted}: got {value!r}; expected a mapping")
-        return dict(value)
-    return value
-
-
-def _positive(name: str, value) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name}: got {value}; expected a value > 0")
-
-
-def _plain(obj):
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _deep_copy(obj):
-    if isinstance(obj, dict):
-        return {k: _deep_copy(v) for k, v in obj.items()}
-    return obj
-
-
-def _kw(options: Mapping) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in options.items())

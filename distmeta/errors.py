@@ -1,5 +1,6 @@
 """The exceptions users see. The CLI prints each as a single `error:` line: exit 2 for
-`UserError` (bad input), exit 1 for `RunError` (the run could not go on)."""
+`UserError` (bad input, reported before any work where the input allows), exit 1 for
+`RunError` (a run that started with good input could not go on)."""
 
 
 class UserError(Exception):
@@ -15,5 +16,11 @@ class ConfigError(UserError):
 
 
 class RunError(Exception):
-    """The run could not go on although its input was fine (workers lost beyond the
-    allowed attempts). The last checkpoint is intact: fix the cause and `--resume`."""
+    """The run could not go on although its input passed every check. The last
+    checkpoint is intact: fix the cause (the message names it) and `--resume`."""
+
+
+class DivergedError(RunError):
+    """Training produced a non-finite meta-gradient (exit 1). Nothing from the failed
+    iteration is kept: the last checkpoint holds the last finite parameters (`distmeta eval`
+    reads it); start again with smaller learning rates or `algorithm.grad_clip`."""

@@ -1,17 +1,20 @@
 """Meta-learning algorithms as pure functions of (parameters, task) via `torch.func`.
 
-One module per algorithm; `ALGORITHMS` maps `algorithm.name` to it. No Ray here."""
+One module per algorithm; `ALGORITHMS` maps `algorithm.name` to it, and each says which
+task kinds it learns (`Algorithm.kinds`). No Ray here."""
 
 from distmeta.algorithms.anil import ANIL
 from distmeta.algorithms.core import (
     Algorithm,
     Problem,
     evaluate_shard,
-    sgd_adapt,
+    inner_sgd,
     shard_meta_grad,
+    support_loss,
     task_scores,
 )
 from distmeta.algorithms.maml import MAML
+from distmeta.algorithms.maml_rl import MAMLRL
 from distmeta.algorithms.metasgd import MetaSGD
 from distmeta.algorithms.protonet import ProtoNet
 from distmeta.algorithms.reptile import Reptile
@@ -22,6 +25,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "anil": ANIL(),
     "reptile": Reptile(),
     "protonet": ProtoNet(),
+    "maml_rl": MAMLRL(),
 }
 
 __all__ = [
@@ -29,7 +33,8 @@ __all__ = [
     "Algorithm",
     "Problem",
     "evaluate_shard",
-    "sgd_adapt",
+    "inner_sgd",
     "shard_meta_grad",
+    "support_loss",
     "task_scores",
 ]

@@ -8,11 +8,11 @@ Ray, files or optimisers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
@@ -25,27 +25,18 @@ Batching = Literal["vmap", "loop"]
 
 @dataclass(frozen=True)
 class Problem:
-    """A model used as a pure function of its parameters, and the loss of the task kind."""
+    """A model used as a pure function of its parameters, and its task family's loss."""
 
     model: nn.Module
-    kind: str
-    """`regression` (mean squared error) or `classification` (cross-entropy, accuracy)."""
+    loss: Callable[[Tensor, Tensor], Tensor]
+    """The scalar task loss of (predictions, targets): `TaskFamily.loss`."""
+    scores: Callable[[Tensor, Tensor], dict[str, Tensor]]
+    """The query metrics of (predictions, targets), `loss` among them: `TaskFamily.scores`."""
     n_classes: int = 0
     """Classes per task, for classification."""
 
     def forward(self, params: Params, buffers: Params, x: Tensor) -> Tensor:
         return functional_call(self.model, (params, buffers), (x,))
-
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        if self.kind == "classification":
-            return F.cross_entropy(out, y)
-        return F.mse_loss(out, y)
-
-    def scores(self, out: Tensor, y: Tensor) -> dict[str, Tensor]:
-        scores = {"loss": self.loss(out, y)}
-        if self.kind == "classification":
-            scores["accuracy"] = (out.argmax(-1) == y).float().mean()
-        return scores
 
 
 class Algorithm:
@@ -54,6 +45,11 @@ class Algorithm:
     `adapt` is the one adaptation used by meta-training and evaluation alike. The default
     `task_grad` differentiates the post-adaptation query loss through `adapt` with
     `torch.func.grad` (second order unless the algorithm drops those terms)."""
+
+    kinds: tuple[str, ...] = ("regression", "classification")
+    """The task kinds (`TaskFamily.kind`) it learns."""
+    needs_head: bool = True
+    """Whether the model ends in an output layer (`head`); False for embedding models."""
 
     def init(self, model_params: Params, cfg: AlgorithmConfig) -> Params:
         """The meta-parameters: the model's, plus any the algorithm learns besides."""
@@ -99,26 +95,28 @@ def task_scores(algo: Algorithm, meta: Params, buffers: Params, task: Task, prob
     return post, pre
 
 
-def sgd_adapt(params: Params, lrs: dict[str, Tensor | float], buffers: Params,
-              support: tuple[Tensor, Tensor], problem: Problem, steps: int,
-              first_order: bool) -> Params:
-    """`steps` SGD steps on the support loss over the parameters named in `lrs`.
+def inner_sgd(params: Params, lrs: Mapping[str, Tensor | float],
+              loss_at: Callable[[Params, int], Tensor], steps: int, first_order: bool) -> Params:
+    """The inner loop of every gradient-based algorithm: `steps` SGD steps, step s on
+    `loss_at(params, s)`, over the parameters named in `lrs` (each with its own rate).
 
     Differentiable through the steps; `first_order` treats each inner gradient as a
     constant (FOMAML), which drops the second-order terms of the meta-gradient."""
-    x, y = support
-
-    def support_loss(trainable: Params, frozen: Params) -> Tensor:
-        return problem.loss(problem.forward({**frozen, **trainable}, buffers, x), y)
-
-    for _ in range(steps):
+    for step in range(steps):
         trainable = {k: params[k] for k in lrs}
         frozen = {k: v for k, v in params.items() if k not in lrs}
-        grads = grad(support_loss)(trainable, frozen)
+        grads = grad(lambda t, s=step, f=frozen: loss_at({**f, **t}, s))(trainable)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
         params = {**params, **{k: params[k] - lrs[k] * grads[k] for k in lrs}}
     return params
+
+
+def support_loss(problem: Problem, buffers: Params, support: tuple[Tensor, Tensor]
+                 ) -> Callable[[Params, int], Tensor]:
+    """The loss on a supervised support set `(x, y)`, the same at every inner step."""
+    x, y = support
+    return lambda params, step: problem.loss(problem.forward(params, buffers, x), y)
 
 
 def shard_meta_grad(algo: Algorithm, meta: Params, buffers: Params, tasks: Task,

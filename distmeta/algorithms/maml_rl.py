@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.func import grad
 
-from distmeta.algorithms.core import Algorithm, Params
+from distmeta.algorithms.core import Algorithm, Params, inner_sgd
 from distmeta.config import AlgorithmConfig, RLConfig
 from distmeta.rl.policy import Policy
 
@@ -64,17 +64,17 @@ def split_task(task: dict[str, Tensor], phase: str) -> dict[str, Tensor]:
 
 
 class MAMLRL(Algorithm):
+    kinds = ("rl",)
+
     def adapt(self, meta: Params, buffers: Params, support: dict[str, Tensor],
               problem: RLProblem, cfg: AlgorithmConfig, steps: int) -> Params:
         """`steps` policy-gradient steps, step s on the s-th batch of `support`."""
-        params = meta
-        for s in range(steps):
-            batch = {k: v[s] for k, v in support.items()}
-            grads = grad(lambda p, b=batch: inner_loss(problem.policy, p, b))(params)
-            if cfg.first_order:
-                grads = {k: g.detach() for k, g in grads.items()}
-            params = {k: params[k] - cfg.inner_lr * grads[k] for k in params}
-        return params
+        lrs = {k: cfg.inner_lr for k in meta}
+
+        def loss_at(params: Params, step: int) -> Tensor:
+            return inner_loss(problem.policy, params, {k: v[step] for k, v in support.items()})
+
+        return inner_sgd(meta, lrs, loss_at, steps, cfg.first_order)
 
     def task_grad(self, meta: Params, buffers: Params, task: dict[str, Tensor],
                   problem: RLProblem, cfg: AlgorithmConfig) -> tuple[Params, dict[str, Tensor]]:

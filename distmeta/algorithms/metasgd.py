@@ -3,7 +3,7 @@ element, meta-learned beside the initialisation (starting at `inner_lr`)."""
 
 import torch
 
-from distmeta.algorithms.core import Algorithm, sgd_adapt
+from distmeta.algorithms.core import Algorithm, inner_sgd, support_loss
 
 LR_PREFIX = "inner_lr:"
 
@@ -19,4 +19,4 @@ class MetaSGD(Algorithm):
     def adapt(self, meta, buffers, support, problem, cfg, steps):
         params = self.model_params(meta)
         lrs = {k: meta[LR_PREFIX + k] for k in params}
-        return sgd_adapt(params, lrs, buffers, support, problem, steps, cfg.first_order)
+        return inner_sgd(params, lrs, support_loss(problem, buffers, support), steps, cfg.first_order)

@@ -10,6 +10,9 @@ from distmeta.algorithms.core import Algorithm
 
 
 class ProtoNet(Algorithm):
+    kinds = ("classification",)
+    needs_head = False
+
     def adapt(self, meta, buffers, support, problem, cfg, steps):
         return meta
 

@@ -2,13 +2,13 @@
 toward the adapted parameters. Its "meta-gradient" is `meta - adapted`, which the outer
 optimiser applies like any gradient (SGD with lr 1 jumps to the task average)."""
 
-from distmeta.algorithms.core import Algorithm, pair_metrics, sgd_adapt
+from distmeta.algorithms.core import Algorithm, inner_sgd, pair_metrics, support_loss
 
 
 class Reptile(Algorithm):
     def adapt(self, meta, buffers, support, problem, cfg, steps):
         lrs = {k: cfg.inner_lr for k in meta}
-        return sgd_adapt(meta, lrs, buffers, support, problem, steps, first_order=True)
+        return inner_sgd(meta, lrs, support_loss(problem, buffers, support), steps, first_order=True)
 
     def task_grad(self, meta, buffers, task, problem, cfg):
         support = (task["support_x"], task["support_y"])

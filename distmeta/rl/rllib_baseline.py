@@ -1,7 +1,7 @@
 """The multi-task baseline of meta-RL: one policy trained with RLlib's PPO on the task
 mixture of `task.env` (a fresh task at every reset), handed over as a parameter dict of
-distmeta's policy (`distmeta.runtime.rl_worker.build_policy`) so that it is adapted and
-evaluated exactly like a meta-trained policy.
+distmeta's policy (`distmeta.rl.policy.make_policy`, as `Experiment.network` builds it)
+so that it is adapted and evaluated exactly like a meta-trained policy.
 
     result = train_multitask_ppo(config, time_budget_s=300)
     params = result["params"]          # body.*, head.*, log_std: the policy's own names
@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from distmeta.config import Config
+from distmeta.rl.policy import make_policy
+from distmeta.tasks import make_family
 
 # PPO settings, RLlib's defaults except these. Nav2D episodes are 100 steps of reward
 # -distance (a random policy scores about -80, staying at the origin about -38):
@@ -159,7 +161,7 @@ def ppo_config(config: Config, seed: int = 0, **overrides):
     if unknown:
         raise TypeError(f"ppo_config: unknown settings {sorted(unknown)}; expected {sorted(PPO_DEFAULTS)}")
     hp = {**PPO_DEFAULTS, **overrides}
-    family = config.task.make_family()
+    family = make_family(config.task)
     env_id = family.env.rpartition(":")[2]
     if env_id not in distmeta_envs.ENV_IDS + distmeta_envs.OPTIONAL_ENV_IDS:
         raise ValueError(f"rllib baseline: task.env got {family.env}; the mixture exists for "
@@ -198,18 +200,18 @@ def train_multitask_ppo(config: Config, time_budget_s: float, seed: int = 0,
     or `max_iterations` iterations, whichever ends first.
 
     Returns `{"params", "iterations", "env_steps", "episode_return_mean", "wall_s"}`:
-    `params` in the format of `build_policy(config, family)`, taken from the learner's module;
+    `params` in the format of `Experiment.network()`'s policy, taken from the learner's module;
     `env_steps` sampled in all; `episode_return_mean` RLlib's mean over the last 100 finished
     episodes (None before the first). `log`, if given, gets one dict per iteration.
     Starts (and then stops) a local 2-CPU Ray only if none is running."""
     import ray
     from ray.rllib.core import DEFAULT_MODULE_ID
 
-    from distmeta.runtime.rl_worker import build_policy
-
     t0 = time.perf_counter()
-    family = config.task.make_family()
-    expected = dict(build_policy(config, family).named_parameters())
+    family = make_family(config.task)
+    policy = make_policy(family.observation_space, family.action_space, config.model.hidden_sizes,
+                         config.rl.init_log_std)
+    expected = dict(policy.named_parameters())
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")

@@ -19,7 +19,6 @@ from distmeta.errors import UserError
 from distmeta.rl.policy import Params, Policy
 from distmeta.runtime.checkpoint import atomic_write
 from distmeta.runtime.evaluate import load_run
-from distmeta.runtime.rl_worker import RLShardRunner, build_policy
 
 POLICY_FILE = "policy.pt"
 
@@ -48,8 +47,9 @@ def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: 
         if save.exists() and not save.is_dir():
             raise UserError(f"--save: {save} is a file; expected a directory")
         save.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before sampling
-    path, state, config, family = load_run(checkpoint, overrides)
-    if family.kind != "rl":
+    path, state, experiment = load_run(checkpoint, overrides)
+    config, family = experiment.config, experiment.family
+    if not experiment.is_rl:
         raise UserError(
             f"checkpoint: {path} is a {family.kind} run; adapt needs a meta-RL run "
             "(task.family: gym); use `distmeta eval` for supervised runs"
@@ -64,10 +64,13 @@ def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: 
     steps = config.algorithm.steps_for_eval if steps is None else steps
     episodes = config.rl.episodes_per_task if episodes is None else episodes
 
-    runner = RLShardRunner(config, family)
+    runner = experiment.make_runner()
     rng = np.random.default_rng([seed, 2])  # the episodes' stream; tasks come from elsewhere
     meta = {k: v.detach() for k, v in state["meta_params"].items()}
-    _, returns, adapted = runner.sample_adaptation(meta, [task], [rng], steps, episodes)
+    try:
+        _, returns, adapted = runner.sample_adaptation(meta, [task], [rng], steps, episodes)
+    finally:
+        runner.close()
     result = {"checkpoint": str(path), "iteration": int(state["iteration"]), "task": task,
               "steps": steps, "episodes": episodes, "seed": seed,
               "returns": [float(r) for r in returns[0]]}
@@ -91,6 +94,7 @@ class AdaptedPolicy:
     @classmethod
     def load(cls, directory: str | Path) -> AdaptedPolicy:
         from distmeta.config import Config
+        from distmeta.experiment import build_experiment
 
         file = Path(directory) / POLICY_FILE
         if not file.is_file():
@@ -99,10 +103,9 @@ class AdaptedPolicy:
             payload = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
             raise UserError(f"policy: cannot read {file}: {str(exc).splitlines()[0]}") from None
-        config = Config.from_dict(payload["config"])
-        family = config.task.make_family()
-        return cls(build_policy(config, family), payload["params"], payload["task"], payload["config"],
-                   family.action_space)
+        experiment = build_experiment(Config.from_dict(payload["config"]))
+        return cls(experiment.network(), payload["params"], payload["task"], payload["config"],
+                   experiment.family.action_space)
 
     def act(self, obs, deterministic: bool = True) -> np.ndarray:
         """The action for one observation: the mean (or most likely action), or a sample."""

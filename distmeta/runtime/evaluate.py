@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from distmeta.config import Config, apply_overrides
+from distmeta.config import Config
 from distmeta.errors import UserError
+from distmeta.experiment import Experiment, build_experiment
+from distmeta.loading import apply_overrides
 from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch
-from distmeta.runtime.learner import initial_meta_params
-from distmeta.runtime.worker import runner_class
+from distmeta.runtime.executors import InProcess, evaluate_tasks
 from distmeta.tasks import SPLITS
 
 
@@ -45,14 +46,15 @@ def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
         raise UserError(f"--seed: got {seed}; expected >= 0")
     if steps is not None and steps < 0:
         raise UserError(f"--steps: got {steps}; expected >= 0")
-    path, state, config, family = load_run(checkpoint, overrides)
+    path, state, experiment = load_run(checkpoint, overrides)
+    config = experiment.config
     steps = config.algorithm.steps_for_eval if steps is None else steps
-    runner = runner_class(family)(config, family)
-    meta = runner.layout.flatten(state["meta_params"]).numpy()
-    chunk = config.meta_batch_size
-    rows = [runner.evaluate(meta, split, range(lo, min(lo + chunk, tasks)), steps, seed)
-            for lo in range(0, tasks, chunk)]
-    per_task = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    executor = InProcess(experiment.make_runner())
+    try:
+        meta = executor.runner.layout.flatten(state["meta_params"]).numpy()
+        per_task = evaluate_tasks(executor, meta, split, tasks, config.meta_batch_size, steps, seed)
+    finally:
+        executor.close()
 
     result: dict = {"checkpoint": str(path), "iteration": int(state["iteration"]),
                     "split": split, "tasks": tasks, "inner_steps": steps, "seed": seed}
@@ -64,9 +66,10 @@ def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
     return result
 
 
-def load_run(checkpoint: str | Path, overrides: list[str] = ()) -> tuple[Path, dict, Config, object]:
-    """A checkpoint's path, state, config (with evaluation-time `overrides`) and prepared
-    task family; the checkpoint's parameters are checked against that config's shapes."""
+def load_run(checkpoint: str | Path, overrides: list[str] = ()) -> tuple[Path, dict, Experiment]:
+    """A checkpoint's path, state and experiment (its config with evaluation-time
+    `overrides`, the task family prepared); the checkpoint's parameters are checked against
+    that experiment's shapes."""
     path = resolve_checkpoint(checkpoint)
     for item in overrides:
         if not item.startswith(EVAL_OVERRIDABLE):
@@ -75,10 +78,9 @@ def load_run(checkpoint: str | Path, overrides: list[str] = ()) -> tuple[Path, d
                 "algorithm.eval_inner_steps and algorithm.inner_lr"
             )
     state = load_checkpoint(path)
-    config = Config.from_dict(apply_overrides(state["config"], list(overrides)))
-    family = config.task.make_family()
-    family.prepare()
-    expected = {k: tuple(v.shape) for k, v in initial_meta_params(config, family).items()}
+    experiment = build_experiment(Config.from_dict(apply_overrides(state["config"], list(overrides))))
+    experiment.family.prepare()
+    expected = {k: tuple(v.shape) for k, v in experiment.initial_meta_params().items()}
     mismatch = shape_mismatch(expected, state["meta_params"])
     if mismatch is not None:
         key, found, needed = mismatch
@@ -87,4 +89,4 @@ def load_run(checkpoint: str | Path, overrides: list[str] = ()) -> tuple[Path, d
             f"for evaluation needs {needed}; keep the model's shape (e.g. task.n_way "
             "for models with a head)"
         )
-    return path, state, config, family
+    return path, state, experiment

@@ -13,10 +13,10 @@ best trial's last learner state, which `distmeta eval` reads).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,13 +24,18 @@ from pathlib import Path
 import yaml
 from ray import tune
 
-from distmeta.config import Config, set_dotted
+from distmeta.config import Config
 from distmeta.errors import UserError
+from distmeta.loading import set_dotted
+from distmeta.runtime import cluster
 from distmeta.runtime.checkpoint import atomic_write
+from distmeta.schema import first_difference
 from distmeta.search.spec import SearchSpec
 from distmeta.search.trial import STATE_FILE, run_trial
 
 SEARCH_FILE = "search.yaml"
+
+logger = logging.getLogger(__name__)
 
 
 def tune_key(metric: str) -> str:
@@ -50,25 +55,15 @@ def run_search(spec: SearchSpec, out_dir: str | Path, address: str | None = None
 
     import ray
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        if address is None:
-            usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            if trial_cpus > (usable or 1):
-                raise UserError(_too_big(spec, worker_cpu, trial_cpus, f"this machine has {usable}"))
-        from distmeta.runtime.learner import connect_ray
-
-        connect_ray(address)
+    started_ray = cluster.ensure_ray(address, trial_cpus,
+                                     lambda have: _too_big(spec, worker_cpu, trial_cpus, have))
     try:
-        cluster_cpus = ray.cluster_resources().get("CPU", 0)
-        if trial_cpus > cluster_cpus:
-            raise UserError(_too_big(spec, worker_cpu, trial_cpus, f"the Ray cluster has {cluster_cpus:g}"))
         base = spec.trial_raw({})
+        cluster_gpus = cluster.cluster_gpus()
         gpu = base_config.runtime.resources_per_worker.gpu
         if gpu is None:  # a whole GPU per worker where there are any: bundles need a number
-            gpu = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            gpu = 1.0 if cluster_gpus > 0 else 0.0
             set_dotted(base, "runtime.resources_per_worker.gpu", gpu)
-        cluster_gpus = ray.cluster_resources().get("GPU", 0)
         if max(spec.worker_counts()) > 0 and not (worker_cpu > 0 or gpu > 0):
             raise UserError(
                 "resources.worker_cpu: 0 CPUs and 0 GPUs per worker leave each worker's bundle of the "
@@ -185,8 +180,8 @@ class ClipToSpace:
 
 
 class Leaderboard(tune.Callback):
-    """The best trials so far on stderr, at most every `every_s` seconds and whenever a
-    trial ends."""
+    """The best trials so far, logged at most every `every_s` seconds and whenever a trial
+    ends (the CLI shows them on stderr)."""
 
     def __init__(self, metric: str, mode: str, keys: list[str], top: int = 5, every_s: float = 10.0):
         self.metric, self.mode, self.keys, self.top, self.every_s = metric, mode, keys, top, every_s
@@ -213,7 +208,7 @@ class Leaderboard(tune.Callback):
         for trial_id, row in rows[: self.top]:
             values = "  ".join(f"{k}={_fmt(v)}" for k, v in row["values"].items())
             lines.append(f"  {trial_id:<12} iter {row['iteration']:>6}  {_fmt(row['value']):>10}  {values}")
-        print("\n".join(lines), file=sys.stderr, flush=True)
+        logger.info("\n".join(lines))
 
 
 def _summarise(spec: SearchSpec, out: Path, grid) -> dict:
@@ -300,25 +295,13 @@ def _check_out_dir(spec: SearchSpec, out: Path, resume: bool) -> None:
         raise UserError(f"--resume: no search to continue in {out}; start it without --resume")
     before = yaml.safe_load(saved.read_text())
     now = _record(spec)
-    diff = _first_difference(before, now)
+    diff = first_difference(before, now)
     if diff is not None:
         key, old, new = diff
         raise UserError(
             f"--resume: tune config key '{key}' is {new!r} but the search in {out} used {old!r}; "
             "resume with the search's config"
         )
-
-
-def _first_difference(a, b, prefix: str = ""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b), key=str):
-            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-            if found:
-                return found
-        return None
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        a, b = list(a), list(b)
-    return None if a == b else (prefix.rstrip("."), a, b)
 
 
 def _too_big(spec: SearchSpec, worker_cpu: float, needed: float, have: str) -> str:

@@ -23,23 +23,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from distmeta.config import (
-    Config,
-    _positive,
-    build,
-    presets,
-    read_yaml,
-    set_dotted,
-)
+from distmeta.config import Config
 from distmeta.errors import ConfigError
-
-DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
+from distmeta.experiment import Experiment, build_experiment
+from distmeta.loading import read_yaml, set_dotted
+from distmeta.schema import positive
+from distmeta.search.space import Distribution
 
 # Keys a PBT exploit cannot change: a restored learner state would not fit the new config
 # (network shape, optimiser type, task stream, resources of a running trial).
@@ -50,86 +43,6 @@ NOT_PERTURBABLE = ("model.", "task.", "runtime.", "algorithm.name", "algorithm.o
 SEARCH_OWNED = {"iterations": "max_iterations", "checkpoint_every": "report_every"}
 
 SEARCHER_PACKAGES = {"optuna": "optuna", "hyperopt": "hyperopt"}
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """One searched key: `{loguniform: [low, high]}`, `{uniform: [low, high]}`,
-    `{randint: [low, high]}` (integers, high exclusive, as `tune.randint`),
-    `{choice: [a, b, ...]}` (sampled) or `{grid: [a, b, ...]}` (every value, times
-    `num_samples`; random searcher only)."""
-
-    kind: str
-    values: tuple
-
-    @classmethod
-    def parse(cls, key: str, spec: Any) -> Distribution:
-        where = f"search_space.{key}"
-        if not (isinstance(spec, Mapping) and len(spec) == 1):
-            raise ConfigError(
-                f"{where}: got {spec!r}; expected one distribution, e.g. {{loguniform: [0.001, 0.1]}} "
-                f"or {{choice: [1, 2]}} ({', '.join(DISTRIBUTIONS)})"
-            )
-        kind, values = next(iter(spec.items()))
-        if kind not in DISTRIBUTIONS:
-            raise ConfigError(f"{where}: unknown distribution '{kind}'; expected one of {', '.join(DISTRIBUTIONS)}")
-        if not isinstance(values, (list, tuple)):
-            raise ConfigError(f"{where}.{kind}: got {values!r}; expected a list")
-        if kind in ("choice", "grid"):
-            if not values:
-                raise ConfigError(f"{where}.{kind}: empty; expected at least one value")
-            return cls(kind, tuple(values))
-        if len(values) != 2:
-            raise ConfigError(f"{where}.{kind}: got {list(values)}; expected [low, high]")
-        low, high = values
-        number = int if kind == "randint" else (int, float)
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, number) or not math.isfinite(v):
-                raise ConfigError(
-                    f"{where}.{kind}: got {list(values)}; expected two "
-                    f"{'integers' if kind == 'randint' else 'finite numbers'}"
-                )
-        if not low < high:
-            raise ConfigError(f"{where}.{kind}: low {low} >= high {high}; expected low < high")
-        if kind == "loguniform" and low <= 0:
-            raise ConfigError(f"{where}.loguniform: low {low}; expected low > 0 on a log scale")
-        return cls(kind, (low, high))
-
-    def extremes(self) -> tuple:
-        """Values whose configs must all be valid for every draw to be: the ends, and for
-        continuous ranges a non-integer inside (an integer key cannot take a float)."""
-        if self.kind == "randint":
-            return (self.values[0], self.values[1] - 1)
-        if self.kind in ("choice", "grid"):
-            return self.values
-        low, high = self.values
-        inside = math.sqrt(low * high) if self.kind == "loguniform" else (low + high) / 2
-        if float(inside).is_integer():
-            inside = low + (high - low) / math.pi
-        return (low, float(inside), high)
-
-    def clip(self, value):
-        """A PBT-perturbed value (scaled by 0.8 or 1.2) brought back into the range."""
-        if self.kind in ("choice", "grid"):
-            return value
-        if self.kind == "randint":
-            return int(min(max(round(value), self.values[0]), self.values[1] - 1))
-        return min(max(value, self.values[0]), self.values[1])
-
-    def to_tune(self):
-        from ray import tune
-
-        if self.kind == "grid":
-            return tune.grid_search(list(self.values))
-        if self.kind == "choice":
-            return tune.choice(list(self.values))
-        return getattr(tune, self.kind)(*self.values)
-
-    def to_mutation(self):
-        """PBT's resampling space for this key."""
-        if self.kind in ("grid", "choice"):
-            return list(self.values)
-        return self.to_tune()
 
 
 @dataclass(frozen=True)
@@ -174,7 +87,7 @@ class SchedulerConfig:
             raise ConfigError(f"scheduler.reduction_factor: got {self.reduction_factor}; expected > 1")
         for name in ("grace_period", "perturbation_interval"):
             if getattr(self, name) is not None:
-                _positive(f"scheduler.{name}", getattr(self, name))
+                positive(f"scheduler.{name}", getattr(self, name))
         if self.quantile_fraction is not None and not 0 < self.quantile_fraction <= 0.5:
             raise ConfigError(f"scheduler.quantile_fraction: got {self.quantile_fraction}; expected (0, 0.5]")
         if self.resample_probability is not None and not 0 <= self.resample_probability <= 1:
@@ -199,7 +112,7 @@ class TrialResources:
     a cluster with GPUs, else 0). Fractions pack several workers on one GPU."""
 
     def __post_init__(self):
-        _positive("resources.learner_cpu", self.learner_cpu)
+        positive("resources.learner_cpu", self.learner_cpu)
         if self.worker_cpu is not None and not self.worker_cpu >= 0:
             raise ConfigError(f"resources.worker_cpu: got {self.worker_cpu}; expected >= 0")
         if self.worker_gpu is not None and not self.worker_gpu >= 0:
@@ -264,12 +177,12 @@ class SearchSpec:
     # -- derived, validated in __post_init__ ------------------------------------------
 
     def __post_init__(self):
-        _positive("num_samples", self.num_samples)
-        _positive("report_every", self.report_every)
+        positive("num_samples", self.num_samples)
+        positive("report_every", self.report_every)
         if self.max_iterations is not None:
-            _positive("max_iterations", self.max_iterations)
+            positive("max_iterations", self.max_iterations)
         if self.max_concurrent_trials is not None:
-            _positive("max_concurrent_trials", self.max_concurrent_trials)
+            positive("max_concurrent_trials", self.max_concurrent_trials)
         if self.seed < 0:
             raise ConfigError(f"seed: got {self.seed}; expected an integer >= 0")
         if not self.search_space:
@@ -300,12 +213,13 @@ class SearchSpec:
                     "pip install 'distmeta[search]' (or searcher: random)"
                 )
         base = self._checked_base()
+        object.__setattr__(self, "_base", base)  # derived, not a field: what objective() reads
         for key, dist in space.items():
             for value in dist.extremes():
-                self.train_config({key: value}, where=f"search_space.{key}")
+                self._check_trial({key: value}, where=f"search_space.{key}")
         for end in (0, -1):  # keys that constrain each other (num_workers <= meta_batch_size)
-            self.train_config({k: d.extremes()[end] for k, d in space.items()}, where="search_space")
-        iterations = self.iterations(base)
+            self._check_trial({k: d.extremes()[end] for k, d in space.items()}, where="search_space")
+        iterations = base.config.iterations
         if self.report_every > iterations:
             raise ConfigError(
                 f"report_every: got {self.report_every}, above max_iterations {iterations}; "
@@ -316,18 +230,26 @@ class SearchSpec:
         if self.metric is not None and self.metric not in known:
             raise ConfigError(f"metric: got '{self.metric}'; expected one of {', '.join(known)}")
 
-    def _checked_base(self) -> Config:
-        """The base with the fixed keys, as a train config; an error names `base` when the
-        base alone has it, else `fixed`."""
+    def _checked_base(self) -> Experiment:
+        """The base with the fixed keys, built; an error names `base` when the base alone
+        has it, else `fixed`."""
         try:
-            return Config.from_dict(self.trial_raw({}))
+            return build_experiment(Config.from_dict(self.trial_raw({})))
         except ConfigError as exc:
             try:
-                Config.from_dict(self.base_raw())
+                build_experiment(Config.from_dict(self.base_raw()))
             except ConfigError as own:
                 if str(own) == str(exc):
                     raise ConfigError(f"base: {exc}") from None
             raise ConfigError(f"fixed: {exc}") from None
+
+    def _check_trial(self, values: Mapping[str, Any], where: str) -> None:
+        """Raise, naming `where`, unless a trial with these values builds."""
+        config = self.train_config(values, where)
+        try:
+            build_experiment(config)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     def _check_scheduler(self, iterations: int) -> None:
         sched = self.scheduler
@@ -384,7 +306,8 @@ class SearchSpec:
         return read_yaml(self.base)
 
     def train_config(self, values: Mapping[str, Any] = (), where: str = "fixed") -> Config:
-        """The train config of a trial with these searched values."""
+        """The train config of a trial with these searched values (its fields checked;
+        the base's whole build was checked at construction)."""
         raw = self.trial_raw(dict(values))
         try:
             return Config.from_dict(raw)
@@ -403,8 +326,8 @@ class SearchSpec:
             raw["iterations"] = self.max_iterations
         return raw
 
-    def iterations(self, base: Config | None = None) -> int:
-        return (base or self.train_config()).iterations
+    def iterations(self) -> int:
+        return self.train_config().iterations
 
     def grace_period(self, iterations: int) -> int:
         given = self.scheduler.grace_period
@@ -430,7 +353,7 @@ class SearchSpec:
 
     def objective(self) -> tuple[str, str]:
         """(metric, mode), defaults filled in."""
-        metric = self.metric or default_metric(self.train_config(), self.validation.tasks > 0)
+        metric = self.metric or default_metric(self._base, self.validation.tasks > 0)
         mode = self.mode or ("max" if metric.endswith(("return", "accuracy", "_per_s")) else "min")
         return metric, mode
 
@@ -440,131 +363,19 @@ class SearchSpec:
         return out
 
 
-def metric_names(config: Config, validation: bool) -> list[str]:
-    """The metrics a trial of this config reports (as `MetaLearner.step` and `validate`
+def metric_names(experiment: Experiment, validation: bool) -> list[str]:
+    """The metrics a trial of this experiment reports (as `MetaLearner.step` and `validate`
     write them)."""
-    kind = config.task.make_family().kind
-    scores = {"regression": ["loss"], "classification": ["loss", "accuracy"], "rl": ["return"]}[kind]
+    scores, rl = experiment.score_names, experiment.is_rl
     names = [f"{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]
-    names += ["post_adaptation.loss"] if kind == "rl" else []  # the outer surrogate
-    names += ["meta_loss", "grad_norm", "tasks_per_s"] + (["env_steps_per_s"] if kind == "rl" else [])
+    names += ["post_adaptation.loss"] if rl else []  # the outer surrogate
+    names += ["meta_loss", "grad_norm", "tasks_per_s"] + (["env_steps_per_s"] if rl else [])
     names += ["workers", "shards_reissued"]  # means over the window: the run's health, for the dashboard
     if validation:
         names += [f"val.{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]
     return names
 
 
-def default_metric(config: Config, validation: bool) -> str:
-    score = "return" if config.task.make_family().kind == "rl" else "loss"
+def default_metric(experiment: Experiment, validation: bool) -> str:
+    score = "return" if experiment.is_rl else "loss"
     return ("val." if validation else "") + f"post_adaptation.{score}"
-
-
-# ---------------------------------------------------------------------------------------
-# Loading: YAML file, then --set overrides of the search's own keys
-# ---------------------------------------------------------------------------------------
-
-
-def load_search(source: str, overrides: list[str] = ()) -> SearchSpec:
-    """The validated search from a YAML file (a name in `tune_configs/` also works) plus
-    `--set` overrides of its keys (`num_samples=2`, `fixed.num_workers=0`,
-    `search_space.algorithm.inner_lr={uniform: [0.01, 0.1]}`)."""
-    path = _find(source)
-    raw = read_yaml(str(path))
-    return search_from_dict(raw, overrides, path.parent)
-
-
-def search_from_dict(raw: Any, overrides: list[str] = (), folder: Path = Path(".")) -> SearchSpec:
-    import yaml
-
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"tune config: expected a mapping of keys, got {type(raw).__name__}")
-    raw = dict(raw)
-    leaves = {"search_space": _is_distribution, "fixed": lambda v: not isinstance(v, Mapping)}
-    for section, leaf in leaves.items():
-        value = raw.get(section, {})
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{section}: got {value!r}; expected a mapping of dotted keys")
-        raw[section] = _flatten(value, leaf)
-    if isinstance(raw.get("scheduler"), str):
-        raw["scheduler"] = {"name": raw["scheduler"]}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set: got '{item}'; expected KEY=VALUE, e.g. num_samples=2")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        section, _, rest = key.partition(".")
-        if section in ("fixed", "search_space") and rest:
-            raw[section][rest] = value  # the rest is one dotted train-config key
-        elif section in ("fixed", "search_space") and isinstance(value, Mapping):
-            raw[section] = _flatten(value, leaves[section])
-        elif section == "scheduler" and not rest and isinstance(value, str):
-            raw["scheduler"] = {"name": value}  # another scheduler: its own defaults
-        else:
-            set_dotted(raw, key, value)
-    base = raw.get("base")
-    if base is None:
-        raise ConfigError("base: missing; expected a preset name, a train config YAML or a mapping")
-    if isinstance(base, str):
-        raw["base"] = _base_path(base, folder)
-    elif not isinstance(base, Mapping):
-        raise ConfigError(f"base: got {base!r}; expected a preset name, a YAML path or a mapping")
-    else:
-        raw["base"] = dict(base)
-    return build(SearchSpec, raw, "")
-
-
-def shipped_configs() -> dict[str, Path]:
-    """The search configs in the checkout's `tune_configs/` folder."""
-    folder = Path(__file__).resolve().parents[2] / "tune_configs"
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
-
-
-def _find(source: str) -> Path:
-    path = Path(source)
-    if path.is_file():
-        return path
-    shipped = shipped_configs()
-    if source in shipped:
-        return shipped[source]
-    raise ConfigError(
-        f"tune config: '{source}' is not a YAML file; shipped configs: {', '.join(shipped) or 'none found'}"
-    )
-
-
-def _base_path(base: str, folder: Path) -> str:
-    """A base YAML relative to the tune config's folder, else the working directory, else a
-    preset name. Paths become absolute: trials run in their own directories."""
-    for candidate in (folder / base, Path(base)):
-        if candidate.is_file():
-            return str(candidate.resolve())
-    if base in presets():
-        return base
-    raise ConfigError(
-        f"base: '{base}' is neither a YAML file (looked in {folder} and the working directory) "
-        f"nor a preset; presets: {', '.join(presets())}"
-    )
-
-
-def _is_distribution(value: Any) -> bool:
-    """A leaf of search_space: anything but a section (a mapping of further mappings), so
-    that `{normal: [0, 1]}` is reported as an unknown distribution, not read as a key."""
-    if not isinstance(value, Mapping):
-        return True
-    return len(value) == 1 and not isinstance(next(iter(value.values())), Mapping)
-
-
-def _flatten(mapping: Mapping, leaf, prefix: str = "") -> dict:
-    out = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if leaf(value) or not value:
-            out[dotted] = value
-        else:
-            out.update(_flatten(value, leaf, dotted + "."))
-    return out

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distmeta.config import Config, set_dotted
+from distmeta.config import Config
+from distmeta.loading import set_dotted
+from distmeta.log import log_to_stderr
 from distmeta.runtime.learner import MetaLearner
 
 STATE_FILE = "learner.pt"
@@ -36,8 +38,10 @@ def run_trial(values: dict, base: dict, report_every: int, validation: dict, wor
     if Path(workdir).is_dir():
         os.chdir(workdir)
 
-    # Tune's per-checkpoint INFO lines would drown the leaderboard.
+    # Tune's per-checkpoint INFO lines would drown the leaderboard; ours (worker losses)
+    # reach the driver's console as the trial's stderr.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    log_to_stderr()
     raw = json.loads(json.dumps(base))
     for key, value in values.items():
         set_dotted(raw, key, value)
@@ -67,7 +71,7 @@ def run_trial(values: dict, base: dict, report_every: int, validation: dict, wor
             with open(reports, "a") as f:  # one whole line per report, whatever Tune's loggers do
                 f.write(json.dumps({"trial_id": trial_id, **flat, "config": values}) + "\n")
             with tempfile.TemporaryDirectory() as folder:
-                torch.save(learner.state(), Path(folder) / STATE_FILE)
+                learner.save(Path(folder) / STATE_FILE)
                 (Path(folder) / ORIGIN_FILE).write_text(
                     json.dumps({"trial_id": trial_id, "iteration": learner.iteration}))
                 tune.report(flat, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -10,7 +10,9 @@ To add a family, subclass `TaskFamily`, set `kind`, `input_shape` and `output_di
 `sample_task`, and name it in a config as `task: {family: "mypkg.mod:MyFamily", ...}`: every
 other key of `task:` is passed to the constructor. A dataclass family gets its fields typed
 and checked like the rest of the config. Put cheap validation in the constructor (it runs
-when the config is built, before Ray starts) and heavy loading in `prepare`.
+when the config is built, before Ray starts) and heavy loading in `prepare`. The task loss
+is mean squared error for regression and cross-entropy for classification; override
+`loss` (and `scores`, for more metrics) to bring your own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 SPLITS = ("train", "val", "test")
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
@@ -56,6 +59,24 @@ class TaskFamily(ABC):
         """A task batch: each array of `sample_task` stacked on a new leading task axis."""
         tasks = [self.sample_task(rng, split) for rng in rngs]
         return {k: torch.from_numpy(np.stack([t[k] for t in tasks])) for k in tasks[0]}
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of one task's predictions, minimised by the inner loop and
+        scored on the query set: mean squared error for `regression`, cross-entropy over
+        the logits for `classification`. It runs under `torch.func` transforms (`grad`,
+        `vmap`): use torch operations only, and no data-dependent Python control flow."""
+        if self.kind == "classification":
+            return F.cross_entropy(prediction, target)
+        return F.mse_loss(prediction, target)
+
+    def scores(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The metrics of one task's query predictions, reported before and after
+        adaptation; `loss` is the one every family has (and the meta-objective), and
+        classification adds `accuracy`."""
+        scores = {"loss": self.loss(prediction, target)}
+        if self.kind == "classification":
+            scores["accuracy"] = (prediction.argmax(-1) == target).float().mean()
+        return scores
 
 
 def train_task_rng(seed: int, iteration: int, index: int) -> np.random.Generator:

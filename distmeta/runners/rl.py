@@ -1,49 +1,45 @@
-"""`RLShardRunner`: the meta-RL body of an adaptation worker (the `ShardRunner` of RL).
+"""`RLShardRunner`: the meta-RL body of an adaptation worker (a `ShardRunner`).
 
 For each task of its shard the worker samples episodes with the meta-policy, takes the
 inner policy-gradient step(s) (sampling afresh after each), samples with the adapted
 policy, and returns the summed gradient of MAML-RL's outer objective with the tasks'
 pre- and post-adaptation returns. The episodes of the latest shard are kept, so that the
-learner's further outer steps on the same meta-batch (`rl.outer_steps`) reuse them. No Ray
-import here."""
+learner's further outer steps on the same meta-batch (`rl.outer_steps`) reuse them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from distmeta.algorithms.core import shard_meta_grad
-from distmeta.algorithms.maml_rl import BATCH_KEYS, MAMLRL, RLProblem
-from distmeta.config import Config
-from distmeta.rl.policy import Params, make_policy
+from distmeta.algorithms.maml_rl import BATCH_KEYS, RLProblem
+from distmeta.rl.policy import Params, Policy
 from distmeta.rl.returns import advantages
 from distmeta.rl.sampler import TrajectorySampler
-from distmeta.runtime.worker import FlatLayout, resolve_device
+from distmeta.runners.base import FlatLayout, resolve_device
 from distmeta.tasks import eval_task_rng, train_task_rng
 
-
-def build_policy(config: Config, family):
-    return make_policy(family.observation_space, family.action_space, config.model.hidden_sizes,
-                       config.rl.init_log_std)
+if TYPE_CHECKING:
+    from distmeta.experiment import Experiment
 
 
 class RLShardRunner:
-    """Samples and adapts to shards of meta-RL tasks; same interface as `ShardRunner`."""
+    """Samples and adapts to shards of meta-RL tasks (a `ShardRunner`)."""
 
-    algorithm = MAMLRL()
-
-    def __init__(self, config: Config, family, threads: int | None = None):
+    def __init__(self, experiment: Experiment, threads: int | None = None):
         if threads:
             torch.set_num_threads(threads)
-        self.config = config
-        self.family = family
+        self.config = config = experiment.config
+        self.family = family = experiment.family
+        self.algorithm = experiment.algorithm
         self.device = resolve_device(config.runtime.device)
         # Sampling runs the small policy on one observation batch per task and env step: the
         # CPU does that faster than a GPU would; the meta-gradient runs on `device` (the
         # module only names and shapes the parameters, so it stays on the CPU).
-        self.policy = build_policy(config, family)
+        self.policy: Policy = experiment.network()
         self.problem = RLProblem(self.policy, config.rl)
         self.layout = FlatLayout(dict(self.policy.named_parameters()))
         self.sampler = TrajectorySampler(family.make_env, self.policy, family.horizon)
@@ -51,7 +47,7 @@ class RLShardRunner:
         self.batching = "vmap" if batching == "auto" else batching
         self._cached: tuple | None = None
 
-    # -- the runtime's interface ------------------------------------------------------
+    # -- the ShardRunner protocol ----------------------------------------------------
 
     def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int],
                   sampling_meta: np.ndarray | None = None) -> tuple[np.ndarray, int, dict[str, float]]:

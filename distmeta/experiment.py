@@ -1,0 +1,120 @@
+"""`build_experiment`: a config with the objects it names, built and cross-checked once.
+
+A `Config` checks each of its fields; whether they fit together (this family's options,
+an algorithm that learns this kind of task, a model for these inputs, `rl` settings only
+for meta-RL) is known only once the family exists. `build_experiment` makes the family,
+picks the algorithm and the shard runner for its kind, checks the model, and raises
+`ConfigError` naming the key at fault, all before any Ray work. Everything downstream (the
+learner, its workers, evaluation, Tune trials) takes the `Experiment` and decides nothing
+about the family again.
+
+    experiment = build_experiment(load_config("nav2d-maml"))
+    experiment.algorithm      # MAMLRL (`maml` on a meta-RL family)
+    experiment.runner_class   # RLShardRunner
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distmeta.algorithms import ALGORITHMS, Algorithm
+from distmeta.config import Config, RLConfig
+from distmeta.errors import ConfigError
+from distmeta.models import make_model
+from distmeta.runners.rl import RLShardRunner
+from distmeta.runners.supervised import SupervisedShardRunner
+from distmeta.tasks import TaskFamily, make_family
+
+# `maml` names MAML-RL on meta-RL families, as in the MAML paper (section 5.3).
+RL_ALIASES = {"maml": "maml_rl"}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A checked config and what it names: the task family, the algorithm and the runner
+    class of the adaptation workers. Picklable: Ray ships it to every worker once."""
+
+    config: Config
+    family: TaskFamily
+    algorithm: Algorithm
+    runner_class: type
+
+    @property
+    def is_rl(self) -> bool:
+        return self.family.kind == "rl"
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """The scores reported before and after adaptation (`pre_adaptation.<score>`)."""
+        if self.is_rl:
+            return ("return",)
+        return ("loss", "accuracy") if self.family.kind == "classification" else ("loss",)
+
+    @property
+    def outer_steps(self) -> int:
+        """Outer optimiser steps per sampled meta-batch (`rl.outer_steps` for meta-RL)."""
+        return self.config.rl.outer_steps if self.is_rl else 1
+
+    def network(self) -> nn.Module:
+        """A fresh module whose parameters are meta-learned: the model, or the policy of a
+        meta-RL family. It is a template for `functional_call` and is never mutated."""
+        if self.is_rl:
+            from distmeta.rl.policy import make_policy
+
+            family = self.family
+            return make_policy(family.observation_space, family.action_space,  # type: ignore[attr-defined]
+                               self.config.model.hidden_sizes, self.config.rl.init_log_std)
+        out = self.family.output_dim if self.algorithm.needs_head else None
+        return make_model(self.config.model, tuple(self.family.input_shape), out)
+
+    def initial_meta_params(self) -> dict[str, torch.Tensor]:
+        """Meta-parameters at iteration 0: a function of the seed alone (the caller's global
+        torch RNG is left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            network = self.network()
+        params = {k: v.detach().clone() for k, v in network.named_parameters()}
+        return self.algorithm.init(params, self.config.algorithm)
+
+    def make_runner(self, threads: int | None = None):
+        """This process's own shard runner (`num_workers: 0`, evaluation, adaptation)."""
+        return self.runner_class(self, threads)
+
+
+def build_experiment(config: Config) -> Experiment:
+    """Build and cross-check what `config` names; `ConfigError` names the key at fault."""
+    family = make_family(config.task)
+    name = config.algorithm.name
+    if family.kind == "rl":
+        name = RL_ALIASES.get(name, name)
+        if "rl" not in ALGORITHMS[name].kinds:
+            raise ConfigError(
+                f"algorithm.name: got {config.algorithm.name} for a meta-RL family; "
+                "expected maml or maml_rl (MAML-RL)"
+            )
+        if config.model.name not in ("auto", "mlp"):
+            raise ConfigError(
+                f"model.name: got {config.model.name} for a meta-RL family; expected auto or mlp "
+                "(an MLP policy)"
+            )
+        return Experiment(config, family, ALGORITHMS[name], RLShardRunner)
+    if config.rl != RLConfig():
+        changed = next(f.name for f in dataclasses.fields(RLConfig)
+                       if getattr(config.rl, f.name) != getattr(RLConfig(), f.name))
+        raise ConfigError(
+            f"rl.{changed}: set for task.family '{config.task.family}', which is not a meta-RL "
+            "family; remove it or use task.family: gym"
+        )
+    algorithm = ALGORITHMS[name]
+    if family.kind not in algorithm.kinds:
+        raise ConfigError(
+            f"algorithm.name: {name} needs a {' or '.join(algorithm.kinds)} task family; "
+            f"task.family '{config.task.family}' is {family.kind}"
+        )
+    experiment = Experiment(config, family, algorithm, SupervisedShardRunner)
+    experiment.network()  # make_model raises ConfigError for a model that does not fit the inputs
+    return experiment

@@ -1,0 +1,87 @@
+"""Ray connection and resource arithmetic, shared by `distmeta train` (the learner's
+workers) and `distmeta tune` (each trial's placement group).
+
+Each check raises a one-line `UserError` naming the key to change: before Ray starts where
+this machine's CPUs already decide it, after connecting for what the cluster has."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Callable
+
+from distmeta.errors import UserError
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def ensure_ray(address: str | None, needed_cpus: float, shortfall: Callable[[str], str]) -> bool:
+    """Connect to the cluster at `address`, or start a local Ray, unless Ray is already up;
+    then check that it has `needed_cpus`. `shortfall(have)` words the error ("this machine
+    has 2"). Returns whether this call connected (the caller shuts Ray down)."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        if address is None and needed_cpus > usable_cpus():
+            raise UserError(shortfall(f"this machine has {usable_cpus()}"))
+        connect_ray(address)
+        started = True
+    have = ray.cluster_resources().get("CPU", 0)
+    if needed_cpus > have:
+        if started:
+            ray.shutdown()
+        raise UserError(shortfall(f"the Ray cluster has {have:g}"))
+    return started
+
+
+def cluster_gpus() -> float:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0)
+
+
+def gpus_per_worker(requested: float | None, cluster_gpus: float, num_workers: int) -> float:
+    """Unset: one GPU each when there are enough, else an even share (packing several
+    workers per GPU), none on a CPU-only cluster."""
+    if requested is not None:
+        return requested
+    if cluster_gpus <= 0:
+        return 0
+    return min(1.0, math.floor(cluster_gpus / num_workers * 1e4) / 1e4)
+
+
+def connect_ray(address: str | None) -> None:
+    """Start a local Ray (no dashboard), or connect to the cluster at `address`."""
+    import ray
+
+    if address is None:
+        try:
+            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:  # e.g. a stale RAY_ADDRESS
+            raise UserError(f"ray: cannot start a local Ray: {_first_line(exc)}") from None
+        return
+    if address != "auto":
+        host, _, port = address.rpartition(":")
+        host = host.removeprefix("ray://")
+        if not host or not port.isdigit():
+            raise UserError(f"--address: got '{address}'; expected HOST:PORT or 'auto'")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise UserError(f"--address: cannot reach a Ray cluster at {address}: {exc}") from None
+    try:
+        ray.init(address=address, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"--address: cannot connect to Ray at {address}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,124 @@
+"""`RunDirectory`: a training run's folder on disk.
+
+    DIR/config.yaml        the resolved config
+    DIR/metrics.jsonl      one JSON line per iteration
+    DIR/events.jsonl       worker events (started, lost, replaced)
+    DIR/checkpoints/       ckpt-NNNNNNN.pt, the newest `runtime.keep_checkpoints` kept
+
+`check` decides, before any work and writing nothing, whether the folder may hold a new
+run or which checkpoint a resume continues from; `open` then writes the config and cuts
+metrics lines past that checkpoint, so a resumed run appends without gaps or repeats.
+Every file is replaced atomically or appended one whole line at a time."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from distmeta.config import Config
+from distmeta.errors import UserError
+from distmeta.runtime.checkpoint import atomic_write, list_checkpoints, load_checkpoint, save_checkpoint
+from distmeta.schema import first_difference
+
+logger = logging.getLogger(__name__)
+
+# Keys that may change between a run and its resumption without changing its results.
+RESUMABLE_CHANGES = ("iterations", "num_workers", "checkpoint_every", "runtime", "task.data_dir")
+
+
+class RunDirectory:
+    """The folder of one training run (see the module's docstring)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self._metrics = None
+
+    def check(self, config: Config, resume: bool) -> dict | None:
+        """Raise `UserError` if the folder cannot take this run; with `resume`, the state of
+        its newest readable checkpoint (checked against `config`)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out: {self.path} is a file; expected a run directory")
+        metrics = self.path / "metrics.jsonl"
+        found = list_checkpoints(self.checkpoints)
+        if not resume:
+            if found or metrics.exists():
+                raise UserError(
+                    f"--out: {self.path} already holds a run; pass --resume to continue it "
+                    "or choose another --out"
+                )
+            return None
+        if not found:
+            raise UserError(f"--resume: no checkpoint in {self.checkpoints}; start it without --resume")
+        state = _newest_readable(found)
+        diff = first_difference(state["config"], config.to_dict(), ignore=RESUMABLE_CHANGES)
+        if diff is not None:
+            key, saved, current = diff
+            raise UserError(
+                f"--resume: config key '{key}' is {current!r} but the run in {self.path} used "
+                f"{saved!r}; resume with the run's config"
+            )
+        if state["iteration"] > config.iterations:
+            raise UserError(
+                f"iterations: got {config.iterations}, but the checkpoint is at iteration "
+                f"{state['iteration']}; expected at least that"
+            )
+        return state
+
+    def open(self, config: Config, iteration: int) -> None:
+        """Create the folder, write config.yaml, keep metrics lines up to `iteration` and
+        open metrics.jsonl for appending."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(self.path / "metrics.jsonl", iteration)
+        atomic_write(self.path / "config.yaml",
+                     lambda f: f.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode()))
+        # Opened once, line-buffered: each line reaches the OS whole as it is written.
+        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
+
+    def write_metrics(self, line: dict) -> None:
+        if self._metrics is not None:
+            self._metrics.write(json.dumps(line) + "\n")
+
+    def write_event(self, event: dict) -> None:
+        with open(self.path / "events.jsonl", "a") as f:
+            f.write(json.dumps(event) + "\n")
+
+    def save_checkpoint(self, iteration: int, state: dict, keep: int) -> Path:
+        return save_checkpoint(self.checkpoints, iteration, state, keep)
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+
+def _newest_readable(found: list[Path]) -> dict:
+    """The state of the newest checkpoint that loads. A damaged newer one (cut short by a
+    disk error or a copy, which an atomic rename alone cannot prevent) is skipped with a
+    warning: resuming from the one before costs only the iterations since."""
+    for path in reversed(found):
+        try:
+            return load_checkpoint(path)
+        except UserError as exc:
+            logger.warning("--resume: skipping %s (%s); trying the checkpoint before it", path.name, exc)
+    raise UserError(f"--resume: no readable checkpoint in {found[0].parent}; start it without --resume")
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop metrics lines past the checkpoint so the resumed run appends without gaps."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short by the kill that ended the run
+        if not isinstance(entry, dict) or not isinstance(entry.get("iteration"), int):
+            break
+        if entry["iteration"] <= iteration:
+            kept.append(line)
+    atomic_write(path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
