@@ -116,5 +116,6 @@ def build_experiment(config: Config) -> Experiment:
             f"task.family '{config.task.family}' is {family.kind}"
         )
     experiment = Experiment(config, family, algorithm, SupervisedShardRunner)
-    experiment.network()  # make_model raises ConfigError for a model that does not fit the inputs
+    with torch.random.fork_rng(devices=[]):  # a check: it leaves the caller's RNG alone
+        experiment.network()  # make_model raises ConfigError for a model that does not fit the inputs
     return experiment

@@ -20,13 +20,24 @@ class _OneLine(logging.Formatter):
         return f"distmeta: {level}{record.getMessage()}"
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (a redirected one too)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def log_to_stderr(level: int = logging.INFO) -> None:
     """Show the `distmeta` logger's messages on stderr (once, however often called)."""
     logger = logging.getLogger(LOGGER)
     logger.setLevel(level)
-    if not any(getattr(h, "_distmeta", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
         handler.setFormatter(_OneLine())
-        handler._distmeta = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
 

@@ -1,3 +1,12 @@
+"""Fixtures, and the test tiers (markers registered in pyproject.toml):
+
+- `ray`: starts real Ray processes (a local Ray, actors, a CLI run with workers);
+- `tune`: runs Ray Tune searches;
+- `cluster`: several raylets on this machine (`ray.cluster_utils.Cluster`);
+- `slow`: a single test of 20 s or more without Ray (long training, RLlib, subprocess runs).
+
+`pytest -m "not ray and not tune and not cluster and not slow"` is the fast tier."""
+
 import os
 from pathlib import Path
 
@@ -28,30 +37,20 @@ def ray_local():
 @pytest.fixture()
 def sine_config():
     """A small, fast sinusoid MAML config; `sine_config(key=value, ...)` overrides keys."""
-    from distmeta.config import Config, apply_overrides
+    from helpers import sine_config
 
-    base = {
-        "seed": 3, "iterations": 10, "meta_batch_size": 5, "num_workers": 0,
-        "checkpoint_every": 5,
-        "task": {"family": "sinusoid", "k_support": 5, "k_query": 5},
-        "model": {"name": "mlp", "hidden_sizes": [16, 16]},
-        "algorithm": {"name": "maml", "inner_lr": 0.02, "outer_lr": 0.01},
-    }
-
-    def make(**overrides):
-        return Config.from_dict(apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()]))
-
-    return make
+    return sine_config
 
 
 @pytest.fixture(scope="session")
 def nav2d_run(tmp_path_factory):
     """A two-iteration meta-RL run (tiny Nav2D) trained through the `distmeta` CLI."""
-    from clirun import run
+    from helpers import cli
 
     out = tmp_path_factory.mktemp("nav2d") / "run"
-    proc = run("train", "nav2d-maml", "--set", "iterations=2", "--set", "num_workers=0",
-               "--set", "meta_batch_size=2", "--set", "rl.episodes_per_task=2",
-               "--set", "task.horizon=10", "--set", "model.hidden_sizes=[8]", "--out", out)
-    assert "done: 2 iterations, return pre-adaptation" in proc.stdout
+    result = cli("train", "nav2d-maml", "--set", "iterations=2", "--set", "num_workers=0",
+                 "--set", "meta_batch_size=2", "--set", "rl.episodes_per_task=2",
+                 "--set", "task.horizon=10", "--set", "model.hidden_sizes=[8]", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "done: 2 iterations, return pre-adaptation" in result.stdout
     return out

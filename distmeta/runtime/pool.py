@@ -101,7 +101,7 @@ class WorkerPool:
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self._on_event = on_event
-        self._durations: dict[str, deque] = {}
+        self.durations: dict[str, deque] = {}  # seconds of recent successful calls, by method
         self._slots = [_Slot(i) for i in range(size)]
         for slot in self._slots:
             self._start(slot)
@@ -145,8 +145,8 @@ class WorkerPool:
                         reissued += 1
                         continue
                     results[call.index] = value
-                    self._durations.setdefault(method, deque(maxlen=100)).append(time.monotonic() - call.started)
-                limit = self._timeout(method)
+                    self.durations.setdefault(method, deque(maxlen=100)).append(time.monotonic() - call.started)
+                limit = self.straggler_limit(method)
                 now = time.monotonic()
                 for ref, call in list(running.items()):
                     if now - call.started > limit:
@@ -248,10 +248,11 @@ class WorkerPool:
         self._start(slot)
         queue.insert(0, call.index)
 
-    def _timeout(self, method: str) -> float:
+    def straggler_limit(self, method: str) -> float:
+        """Seconds after which a call of `method` counts as a straggler now."""
         if self.timeout_s is not None:
             return self.timeout_s
-        recent = self._durations.get(method)
+        recent = self.durations.get(method)
         if not recent:
             return float("inf")  # the first calls include start-up: nothing to compare with
         return max(AUTO_TIMEOUT_FLOOR_S, AUTO_TIMEOUT_FACTOR * statistics.median(recent))

@@ -30,6 +30,7 @@ from distmeta.loading import set_dotted
 from distmeta.runtime import cluster
 from distmeta.runtime.checkpoint import atomic_write
 from distmeta.schema import first_difference
+from distmeta.search.schedulers import make_scheduler
 from distmeta.search.spec import SearchSpec
 from distmeta.search.trial import STATE_FILE, run_trial
 
@@ -115,7 +116,7 @@ def _fit(spec: SearchSpec, base: dict, out: Path, resume: bool, worker_cpu: floa
             param_space={k: d.to_tune() for k, d in spec.space.items()},
             tune_config=tune.TuneConfig(
                 metric=tune_key(metric), mode=mode, num_samples=spec.num_samples,
-                search_alg=_searcher(spec), scheduler=_scheduler(spec),
+                search_alg=_searcher(spec), scheduler=make_scheduler(spec),
                 max_concurrent_trials=spec.max_concurrent_trials,
             ),
             run_config=tune.RunConfig(
@@ -143,40 +144,6 @@ def _searcher(spec: SearchSpec):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=spec.seed)
-
-
-def _scheduler(spec: SearchSpec):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
-
-    iterations = spec.iterations()
-    if spec.scheduler.name == "asha":
-        return ASHAScheduler(time_attr="iteration", max_t=iterations,
-                             grace_period=spec.grace_period(iterations),
-                             reduction_factor=spec.scheduler.reduction_factor or 3)
-    if spec.scheduler.name == "pbt":
-        space = spec.space
-        mutated = {k: space[k] for k in spec.mutations()}
-        return PopulationBasedTraining(
-            time_attr="iteration", perturbation_interval=spec.perturbation_interval(iterations),
-            hyperparam_mutations={k: d.to_mutation() for k, d in mutated.items()},
-            custom_explore_fn=ClipToSpace(mutated),
-            quantile_fraction=spec.scheduler.quantile_fraction or 0.25,
-            resample_probability=0.25 if spec.scheduler.resample_probability is None
-            else spec.scheduler.resample_probability,
-            synch=spec.scheduler.synch,
-        )
-    return FIFOScheduler()
-
-
-class ClipToSpace:
-    """PBT's explore step scales values by 0.8 or 1.2 without bounds; keep them inside the
-    searched (and validated) range. A class, not a closure: Tune pickles the scheduler."""
-
-    def __init__(self, space: dict):
-        self.space = space
-
-    def __call__(self, config: dict) -> dict:
-        return {**config, **{k: d.clip(config[k]) for k, d in self.space.items() if k in config}}
 
 
 class Leaderboard(tune.Callback):

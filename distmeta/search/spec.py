@@ -32,6 +32,7 @@ from distmeta.errors import ConfigError
 from distmeta.experiment import Experiment, build_experiment
 from distmeta.loading import read_yaml, set_dotted
 from distmeta.schema import positive
+from distmeta.search.schedulers import SchedulerConfig
 from distmeta.search.space import Distribution
 
 # Keys a PBT exploit cannot change: a restored learner state would not fit the new config
@@ -43,57 +44,6 @@ NOT_PERTURBABLE = ("model.", "task.", "runtime.", "algorithm.name", "algorithm.o
 SEARCH_OWNED = {"iterations": "max_iterations", "checkpoint_every": "report_every"}
 
 SEARCHER_PACKAGES = {"optuna": "optuna", "hyperopt": "hyperopt"}
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """When trials stop early (ASHA) or copy better trials' state (PBT). Times are in
-    meta-iterations."""
-
-    name: Literal["fifo", "asha", "pbt"] = "fifo"
-    """`fifo`: every trial runs `max_iterations`; `asha`: asynchronous successive halving
-    stops the worse trials at rungs grace_period x reduction_factor^k; `pbt`: population
-    based training, the worst `quantile_fraction` copy a top trial's checkpoint and perturb
-    its `mutations`."""
-    grace_period: int | None = None
-    """asha: meta-iterations every trial runs before it may be stopped (default:
-    max_iterations / 8, at least report_every)."""
-    reduction_factor: float | None = None
-    """asha: 1 / the fraction of trials promoted at each rung (default 3)."""
-    perturbation_interval: int | None = None
-    """pbt: meta-iterations between exploit/explore decisions (default: max_iterations / 5,
-    at least report_every)."""
-    mutations: tuple[str, ...] | None = None
-    """pbt: the search_space keys to perturb (default: every key PBT can change in a
-    running trial, i.e. none under model., task., runtime., nor algorithm.name, seed, ...)."""
-    quantile_fraction: float | None = None
-    """pbt: the bottom (and top) fraction of the population (default 0.25)."""
-    synch: bool = False
-    """pbt: wait until every trial reaches a perturbation point before deciding (Tune's
-    synchronous PBT): decisions then depend only on the scores, not on which trial got
-    there first; faster trials wait for slower ones."""
-    resample_probability: float | None = None
-    """pbt: the chance a perturbed value is redrawn from its distribution instead of scaled
-    by 0.8 or 1.2 (default 0.25); scaled values are kept inside the searched range."""
-
-    def __post_init__(self):
-        only = {"asha": ("grace_period", "reduction_factor"),
-                "pbt": ("perturbation_interval", "mutations", "quantile_fraction", "resample_probability", "synch")}
-        for owner, keys in only.items():
-            for key in keys:
-                if self.name != owner and getattr(self, key) not in (None, False):
-                    raise ConfigError(f"scheduler.{key}: set for scheduler {self.name}; only {owner} has it")
-        if self.reduction_factor is not None and not self.reduction_factor > 1:
-            raise ConfigError(f"scheduler.reduction_factor: got {self.reduction_factor}; expected > 1")
-        for name in ("grace_period", "perturbation_interval"):
-            if getattr(self, name) is not None:
-                positive(f"scheduler.{name}", getattr(self, name))
-        if self.quantile_fraction is not None and not 0 < self.quantile_fraction <= 0.5:
-            raise ConfigError(f"scheduler.quantile_fraction: got {self.quantile_fraction}; expected (0, 0.5]")
-        if self.resample_probability is not None and not 0 <= self.resample_probability <= 1:
-            raise ConfigError(
-                f"scheduler.resample_probability: got {self.resample_probability}; expected [0, 1]"
-            )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from distmeta.config import Config
+from distmeta.experiment import build_experiment
 from distmeta.rl.policy import GaussianMLPPolicy
 from distmeta.rl.rllib_baseline import (
     RLlibLayoutError,
@@ -18,7 +19,6 @@ from distmeta.rl.rllib_baseline import (
     rllib_to_policy_params,
     train_multitask_ppo,
 )
-from distmeta.runtime.rl_worker import build_policy
 
 TINY = {"train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1, "num_envs_per_env_runner": 2}
 
@@ -40,8 +40,8 @@ def test_mapped_gaussian_policy_is_rllibs_policy_on_env_actions(ray_local):
     from ray.rllib.utils.spaces.space_utils import unsquash_action
 
     config = make_config(hidden=(8, 6))
-    family = config.task.make_family()
-    policy = build_policy(config, family)
+    experiment = build_experiment(config)
+    family, policy = experiment.family, experiment.network()
     expected = dict(policy.named_parameters())
     low, high = family.action_space.low, family.action_space.high  # [-0.1, 0.1]^2
     algo = ppo_config(config, seed=0, **TINY).build_algo()
@@ -141,8 +141,8 @@ def test_action_rescaling_matches_rllibs_unsquash_on_asymmetric_bounds():
 
 def test_mapped_categorical_policy_has_rllibs_logits(ray_local):
     config = make_config("distmeta/CartPoleParams-v0", hidden=(8,))
-    family = config.task.make_family()
-    policy = build_policy(config, family)
+    experiment = build_experiment(config)
+    family, policy = experiment.family, experiment.network()
     algo = ppo_config(config, seed=1, **TINY).build_algo()
     try:
         module = algo.get_module()
@@ -161,7 +161,7 @@ def test_mapped_categorical_policy_has_rllibs_logits(ray_local):
 
 def test_a_module_of_another_layout_is_refused():
     config = make_config(hidden=(8,))
-    expected = dict(build_policy(config, config.task.make_family()).named_parameters())
+    expected = dict(build_experiment(config).network().named_parameters())
     state = {"encoder.actor_encoder.net.mlp.0.weight": torch.zeros(8, 2),
              "encoder.actor_encoder.net.mlp.0.bias": torch.zeros(8),
              "pi.net.mlp.0.weight": torch.zeros(2, 8), "pi.net.mlp.0.bias": torch.zeros(2),
@@ -183,7 +183,7 @@ def test_short_training_returns_policy_parameters(ray_local):
     logs = []
     result = train_multitask_ppo(config, time_budget_s=600, seed=0, max_iterations=2, log=logs.append,
                                  **TINY)
-    policy = build_policy(config, config.task.make_family())
+    policy = build_experiment(config).network()
     assert {k: v.shape for k, v in result["params"].items()} == \
         {k: v.shape for k, v in policy.named_parameters()}
     assert all(torch.isfinite(v).all() for v in result["params"].values())

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from clirun import DISTMETA
+from helpers import DISTMETA, observable_config, read_jsonl, train
 from ray.cluster_utils import Cluster
-from runtime.test_faults import observable_config, read_jsonl, train
 
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
 

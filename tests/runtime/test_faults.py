@@ -2,7 +2,6 @@
 worker that cannot start. Each run that survives must end with the bits of a fault-free
 run: a re-run shard is counted once, never twice or partially."""
 
-import json
 import os
 import signal
 import threading
@@ -11,33 +10,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import observable_config, read_jsonl, train
 
 from distmeta.config import Config
 from distmeta.errors import ConfigError
+from distmeta.experiment import build_experiment
 from distmeta.runtime import MetaLearner
 from distmeta.runtime.pool import WorkerLostError
-from distmeta.runtime.rl_worker import RLShardRunner
-
-
-def observable_config(iterations=10, workers=2, runtime=None, **family):
-    return Config.from_dict({
-        "seed": 5, "iterations": iterations, "meta_batch_size": 6, "num_workers": workers,
-        "checkpoint_every": 5,
-        "task": {"family": "faulty_family:Observable", "k_support": 5, "k_query": 5, **family},
-        "model": {"name": "mlp", "hidden_sizes": [16, 16]},
-        "algorithm": {"name": "maml", "inner_lr": 0.02, "outer_lr": 0.01},
-        "runtime": {"resources_per_worker": {"cpu": 0.5}, **(runtime or {})},
-    })
-
-
-def train(config, out_dir=None):
-    with MetaLearner(config, out_dir=out_dir) as learner:
-        learner.train()
-        return {k: v.detach().clone() for k, v in learner.meta.items()}
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 class Killer(threading.Thread):
@@ -109,11 +88,11 @@ def test_the_automatic_timeout_waits_for_the_first_shards_then_scales_with_them(
     from distmeta.runtime.pool import AUTO_TIMEOUT_FLOOR_S
 
     with MetaLearner(observable_config(iterations=2, delay_s=0.05)) as learner:
-        assert learner._pool._timeout("meta_grad") == float("inf")
+        assert learner.executor.straggler_limit("meta_grad") == float("inf")
         learner.train()
-        assert learner._pool._timeout("meta_grad") == AUTO_TIMEOUT_FLOOR_S
-        learner._pool._durations["meta_grad"].extend([30.0] * 10)
-        assert learner._pool._timeout("meta_grad") == 300.0
+        assert learner.executor.straggler_limit("meta_grad") == AUTO_TIMEOUT_FLOOR_S
+        learner.executor.durations["meta_grad"].extend([30.0] * 10)
+        assert learner.executor.straggler_limit("meta_grad") == 300.0
 
 
 def test_a_shard_that_kills_every_worker_ends_the_run_after_max_attempts(ray_local):
@@ -136,9 +115,8 @@ def test_a_resampled_rl_shard_equals_the_cached_one():
         "seed": 2, "meta_batch_size": 2, "task": {"family": "gym", "env": "distmeta/Nav2D-v0", "horizon": 8},
         "model": {"hidden_sizes": [8]}, "rl": {"episodes_per_task": 2, "outer_steps": 2},
     })
-    family = config.task.make_family()
-    family.prepare()
-    kept, fresh = RLShardRunner(config, family), RLShardRunner(config, family)
+    experiment = build_experiment(config)
+    kept, fresh = experiment.make_runner(), experiment.make_runner()
     first = kept.layout.flatten(dict(kept.policy.named_parameters())).numpy()
     later = first + np.float32(0.01)
     kept.meta_grad(first, 3, [0, 1])
@@ -146,7 +124,7 @@ def test_a_resampled_rl_shard_equals_the_cached_one():
     resampled_grad, _, metrics = fresh.meta_grad(later, 3, [0, 1], first)
     assert np.array_equal(cached_grad, resampled_grad)
     assert metrics["env_steps"] > 0
-    stale_grad, _, _ = RLShardRunner(config, family).meta_grad(later, 3, [0, 1])
+    stale_grad, _, _ = experiment.make_runner().meta_grad(later, 3, [0, 1])
     assert not np.array_equal(cached_grad, stale_grad)  # sampling with `later` would differ
 
 

@@ -1,14 +1,14 @@
 """The driver in-process (`num_workers: 0`): learning, checkpoints, resume, bad input."""
 
 import json
+import logging
 
 import pytest
 import torch
 
-from distmeta.errors import UserError
+from distmeta.errors import DivergedError, RunError, UserError
 from distmeta.runtime import MetaLearner, evaluate, split_shards
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
-from distmeta.runtime.learner import DivergedError
 
 
 def params_of(learner):
@@ -26,23 +26,14 @@ def test_maml_learns_sinusoids(sine_config):
     cfg = sine_config(iterations=300, meta_batch_size=10, **{"model.hidden_sizes": "[40, 40]",
                       "algorithm.inner_lr": 0.01, "algorithm.outer_lr": 0.001})
     learner = MetaLearner(cfg)
+    before = learner.validate(200, "test")["post_adaptation"]["loss"]
     first = learner.step()
     learner.train()
-    before = evaluate_params(learner, cfg, first=True)
     assert learner.iteration == 300
     # Meta-training lowers post-adaptation loss on held-out tasks well below the start.
-    after = evaluate_params(learner, cfg)
+    after = learner.validate(200, "test")["post_adaptation"]["loss"]
     assert after < 0.8 * before, (before, after)
     assert first["post_adaptation"]["loss"] > 0
-
-
-def evaluate_params(learner, cfg, first=False):
-    from distmeta.runtime.learner import initial_meta_params
-
-    params = initial_meta_params(cfg, learner.family) if first else learner.meta
-    meta = learner.layout.flatten(params).numpy()
-    rows = learner._local.evaluate(meta, "test", range(200), 1, seed=0)
-    return float(rows["post_loss"].mean())
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, sine_config):
@@ -52,8 +43,9 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, 
     learner.save_checkpoint()
     with torch.no_grad():
         learner.meta["head.bias"].fill_(float("inf"))  # as a blown-up outer step leaves it
-    with pytest.raises(DivergedError, match=r"^meta-gradient: not finite at iteration 4 "):
+    with pytest.raises(DivergedError, match=r"^meta-gradient: not finite at iteration 4 ") as info:
         learner.train()
+    assert isinstance(info.value, RunError) and not isinstance(info.value, UserError)  # exit 1
     state = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
     assert state["iteration"] == 3
     assert all(torch.isfinite(v).all() for v in state["meta_params"].values())
@@ -242,17 +234,17 @@ def test_validate_scores_the_same_held_out_tasks_as_evaluate(tmp_path, sine_conf
 
 
 def test_resume_skips_a_damaged_newest_checkpoint_and_ends_where_an_uninterrupted_run_ends(
-        tmp_path, sine_config, capsys):
+        tmp_path, sine_config, caplog):
     whole = MetaLearner(sine_config(iterations=15, checkpoint_every=5))
     whole.train()
     MetaLearner(sine_config(iterations=10, checkpoint_every=5), out_dir=tmp_path).train()
     newest = tmp_path / "checkpoints" / "ckpt-0000010.pt"
     newest.write_bytes(newest.read_bytes()[:200])  # cut short
-    capsys.readouterr()
-    resumed = MetaLearner(sine_config(iterations=15, checkpoint_every=5), out_dir=tmp_path, resume=True)
-    warning = capsys.readouterr().err.strip().splitlines()
-    assert len(warning) == 1 and warning[0].startswith(
-        "warning: --resume: skipping ckpt-0000010.pt (checkpoint: cannot read")
+    with caplog.at_level(logging.WARNING, logger="distmeta"):
+        resumed = MetaLearner(sine_config(iterations=15, checkpoint_every=5), out_dir=tmp_path, resume=True)
+    warnings = [r for r in caplog.records if r.name.startswith("distmeta")]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert warnings[0].getMessage().startswith("--resume: skipping ckpt-0000010.pt (checkpoint: cannot read")
     assert resumed.iteration == 5
     resumed.train()
     for k, v in params_of(whole).items():
@@ -268,3 +260,16 @@ def test_resume_with_no_readable_checkpoint_is_one_error(tmp_path, sine_config):
         path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match=r"^--resume: no readable checkpoint in .*checkpoints; start it without --resume$"):
         MetaLearner(sine_config(iterations=8, checkpoint_every=2), out_dir=tmp_path, resume=True)
+
+
+def test_load_is_save_read_back(tmp_path, sine_config):
+    learner = MetaLearner(sine_config(iterations=6), out_dir=tmp_path / "run")
+    learner.train()
+    for source in (learner.save(tmp_path / "saved.pt"), tmp_path / "run"):
+        loaded = MetaLearner.load(source)
+        assert loaded.iteration == 6 and loaded.config == learner.config and loaded.run_dir is None
+        for k, v in learner.meta.items():
+            assert torch.equal(loaded.meta[k], v), k
+        assert loaded.step()["meta_loss"] == MetaLearner.load(source).step()["meta_loss"]
+    with pytest.raises(UserError, match=r"^checkpoint: .*nowhere.pt does not exist"):
+        MetaLearner.load(tmp_path / "nowhere.pt")

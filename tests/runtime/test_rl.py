@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from distmeta.algorithms.maml_rl import BATCH_KEYS
-from distmeta.config import Config, apply_overrides
+from distmeta.config import Config
 from distmeta.errors import ConfigError
+from distmeta.experiment import build_experiment
+from distmeta.loading import apply_overrides
 from distmeta.runtime import MetaLearner, evaluate
-from distmeta.runtime.rl_worker import RLShardRunner
 from distmeta.tasks import train_task_rng
 
 BASE = {
@@ -34,7 +35,7 @@ def final_params(config, **kwargs):
 
 def test_a_tasks_episodes_do_not_depend_on_its_shard_mates():
     config = nav_config()
-    runner = RLShardRunner(config, config.task.make_family())
+    runner = build_experiment(config).make_runner()
     meta = {k: v.detach() for k, v in runner.policy.named_parameters()}
     rngs = lambda idx: [train_task_rng(0, 0, i) for i in idx]
     tasks = lambda idx: [runner.family.sample_task(r, "train") for r in rngs(idx)]
@@ -48,7 +49,7 @@ def test_a_tasks_episodes_do_not_depend_on_its_shard_mates():
 
 def test_outer_steps_reuse_the_sampled_episodes():
     config = nav_config()
-    runner = RLShardRunner(config, config.task.make_family())
+    runner = build_experiment(config).make_runner()
     flat = runner.layout.flatten(dict(runner.policy.named_parameters())).numpy()
     g1, n, m1 = runner.meta_grad(flat, 0, [0, 1])
     assert n == 2 and m1["env_steps"] == 2 * 2 * 3 * 20  # tasks x (pre + post) x episodes x T
@@ -90,7 +91,7 @@ def test_short_nav2d_run_adapts_on_held_out_goals(tmp_path):
     with MetaLearner(config, out_dir=tmp_path) as learner:
         learner.train()
         flat = learner.layout.flatten(learner.meta).numpy()
-    runner = RLShardRunner(config, config.task.make_family())
+    runner = build_experiment(config).make_runner()
     per_task = runner.evaluate(flat, "test", range(20), steps=1, seed=0)
     gain = per_task["post_return"] - per_task["pre_return"]
     half_width = 1.96 * gain.std(ddof=1) / np.sqrt(len(gain))
@@ -102,7 +103,7 @@ def test_short_nav2d_run_adapts_on_held_out_goals(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["algorithm.name=protonet"], r"^algorithm.name: got protonet for a meta-RL family"),
+    (["algorithm.name=protonet"], r"^algorithm.name: got protonet for a meta-RL family; expected maml or maml_rl"),
     (["model.name=conv4"], r"^model.name: got conv4 for a meta-RL family"),
     (["task.env=distmeta/Nav2D-v9"], r"^task.env: .*Nav2D"),
     (["task.env=CartPole-v1"], r"^task.env: CartPole-v1 lacks the task protocol"),
@@ -114,12 +115,7 @@ def test_short_nav2d_run_adapts_on_held_out_goals(tmp_path):
 ])
 def test_bad_rl_configs_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        nav_config(*overrides)
-
-
-def test_rl_keys_on_a_supervised_family_are_an_error():
-    with pytest.raises(ConfigError, match=r"^rl.gamma: set for task.family 'sinusoid'"):
-        Config.from_dict({"task": {"family": "sinusoid"}, "rl": {"gamma": 0.9}})
+        build_experiment(nav_config(*overrides))
 
 
 @pytest.mark.parametrize("env", ["distmeta/CartPoleParams-v0", "distmeta/PendulumParams-v0",
@@ -142,7 +138,7 @@ def test_every_family_meta_trains(env):
 
 def test_early_termination_masks_the_rest_of_the_episode():
     config = nav_config("task.env=distmeta/AntDir-v0", "task.horizon=200")
-    runner = RLShardRunner(config, config.task.make_family())
+    runner = build_experiment(config).make_runner()
     meta = {k: v.detach() * 0 for k, v in runner.policy.named_parameters()}
     meta["log_std"] = torch.full_like(meta["log_std"], 1.0)  # flailing: the ant falls over
     rngs = [train_task_rng(0, 0, i) for i in range(2)]
@@ -159,7 +155,7 @@ def test_step_by_step_adaptation_is_the_algorithms_adapt():
     """Evaluation adapts one step at a time, sampling between steps; the adapted parameters
     are those `MAMLRL.adapt` computes from the same episodes in one go (meta-training's)."""
     config = nav_config()
-    runner = RLShardRunner(config, config.task.make_family())
+    runner = build_experiment(config).make_runner()
     meta = {k: v.detach() for k, v in runner.policy.named_parameters()}
     rngs = [train_task_rng(0, 0, 0)]
     task = [runner.family.sample_task(rngs[0], "train")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clirun import DISTMETA, run
+from helpers import DISTMETA, run
 
 from distmeta import MetaLearner
 from distmeta.search import load_search

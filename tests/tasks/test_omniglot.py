@@ -15,6 +15,7 @@ from PIL import Image
 
 from distmeta.config import Config
 from distmeta.errors import ConfigError, UserError
+from distmeta.experiment import build_experiment
 from distmeta.tasks.omniglot import Omniglot, read_omniglot_pngs
 
 SPLITS = ("train", "val", "test")
@@ -208,9 +209,9 @@ def test_bad_options_are_config_errors(omniglot_dir, options, message):
 def test_config_validates_omniglot_before_loading(omniglot_dir):
     task = {"family": "omniglot", "data_dir": str(omniglot_dir), "n_way": 20, "k_shot": 5}
     config = Config.from_dict({"task": task})
-    assert config.task.make_family().output_dim == 20
+    assert build_experiment(config).family.output_dim == 20
     with pytest.raises(ConfigError, match=r"^task\.k_shot \+ task\.q_query: got 6 \+ 15"):
-        Config.from_dict({"task": {**task, "k_shot": 6}})
+        build_experiment(Config.from_dict({"task": {**task, "k_shot": 6}}))
 
 
 def test_damaged_npz_files_are_one_line_errors(tmp_path):

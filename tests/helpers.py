@@ -1,0 +1,97 @@
+"""What several test modules share: configs, the CLI (in-process and as a subprocess),
+training to the end, reading JSON lines."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from distmeta.config import Config
+from distmeta.loading import apply_overrides
+
+DISTMETA = shutil.which("distmeta")
+
+
+def sine_raw(**sections) -> dict:
+    """A small, fast sinusoid MAML config as plain data; keyword arguments replace keys."""
+    return {
+        "seed": 3, "iterations": 10, "meta_batch_size": 5, "num_workers": 0, "checkpoint_every": 5,
+        "task": {"family": "sinusoid", "k_support": 5, "k_query": 5},
+        "model": {"name": "mlp", "hidden_sizes": [16, 16]},
+        "algorithm": {"name": "maml", "inner_lr": 0.02, "outer_lr": 0.01},
+        **sections,
+    }
+
+
+def sine_config(**overrides) -> Config:
+    """`sine_raw` as a Config, with dotted-key overrides (`sine_config(num_workers=2)`)."""
+    return Config.from_dict(apply_overrides(sine_raw(), [f"{k}={v}" for k, v in overrides.items()]))
+
+
+def observable_config(iterations=10, workers=2, runtime=None, **family) -> Config:
+    """Sinusoid MAML on `faulty_family:Observable`, whose shards announce themselves."""
+    return Config.from_dict({
+        "seed": 5, "iterations": iterations, "meta_batch_size": 6, "num_workers": workers,
+        "checkpoint_every": 5,
+        "task": {"family": "faulty_family:Observable", "k_support": 5, "k_query": 5, **family},
+        "model": {"name": "mlp", "hidden_sizes": [16, 16]},
+        "algorithm": {"name": "maml", "inner_lr": 0.02, "outer_lr": 0.01},
+        "runtime": {"resources_per_worker": {"cpu": 0.5}, **(runtime or {})},
+    })
+
+
+def train(config: Config, out_dir=None) -> dict:
+    """The meta-parameters after training `config` to the end."""
+    from distmeta.runtime.learner import MetaLearner
+
+    with MetaLearner(config, out_dir=out_dir) as learner:
+        learner.train()
+        return {k: v.detach().clone() for k, v in learner.meta.items()}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args) -> Result:
+    """`distmeta ARGS...` in this process, through `distmeta.cli.main` (what the console
+    script runs), with its exit code and output."""
+    from distmeta.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's own exits
+            code = exc.code if isinstance(exc.code, int) else 1
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def run(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
+    """The installed `distmeta` console script in a subprocess, as a user types it."""
+    assert DISTMETA, "the distmeta console script is not installed (pip install -e .)"
+    proc = subprocess.run([DISTMETA, *map(str, args)], capture_output=True, text=True, check=False,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def one_error_line(result) -> str:
+    """The single `error:` line a bad input prints (asserting there is exactly one)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
