@@ -15,6 +15,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """A test that uses the shared local Ray is in the `ray` tier."""
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def omniglot_dir() -> Path:
     """Real Omniglot (npz + official zips) beside the checkout; DISTMETA_OMNIGLOT overrides."""

@@ -4,12 +4,15 @@ exchange."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
 from distmeta.errors import UserError
+
+if TYPE_CHECKING:
+    from distmeta.experiment import Experiment
 
 
 class ShardRunner(Protocol):
@@ -40,6 +43,22 @@ class ShardRunner(Protocol):
     def close(self) -> None:
         """Release what the runner holds (environments); the worker is stopped after."""
         ...
+
+
+class RunnerBase:
+    """What every shard runner holds: the experiment's config, family and algorithm, and
+    its device; the worker's torch threads are set to the CPUs it asked Ray for."""
+
+    def __init__(self, experiment: Experiment, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.config = experiment.config
+        self.family = experiment.family
+        self.algorithm = experiment.algorithm
+        self.device = resolve_device(self.config.runtime.device)
+
+    def close(self) -> None:
+        pass
 
 
 class FlatLayout:

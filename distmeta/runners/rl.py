@@ -19,23 +19,19 @@ from distmeta.algorithms.maml_rl import BATCH_KEYS, RLProblem
 from distmeta.rl.policy import Params, Policy
 from distmeta.rl.returns import advantages
 from distmeta.rl.sampler import TrajectorySampler
-from distmeta.runners.base import FlatLayout, resolve_device
+from distmeta.runners.base import FlatLayout, RunnerBase
 from distmeta.tasks import eval_task_rng, train_task_rng
 
 if TYPE_CHECKING:
     from distmeta.experiment import Experiment
 
 
-class RLShardRunner:
+class RLShardRunner(RunnerBase):
     """Samples and adapts to shards of meta-RL tasks (a `ShardRunner`)."""
 
     def __init__(self, experiment: Experiment, threads: int | None = None):
-        if threads:
-            torch.set_num_threads(threads)
-        self.config = config = experiment.config
-        self.family = family = experiment.family
-        self.algorithm = experiment.algorithm
-        self.device = resolve_device(config.runtime.device)
+        super().__init__(experiment, threads)
+        config, family = self.config, self.family
         # Sampling runs the small policy on one observation batch per task and env step: the
         # CPU does that faster than a GPU would; the meta-gradient runs on `device` (the
         # module only names and shapes the parameters, so it stays on the CPU).

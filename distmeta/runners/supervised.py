@@ -10,23 +10,19 @@ import numpy as np
 import torch
 
 from distmeta.algorithms import Problem, evaluate_shard, shard_meta_grad
-from distmeta.runners.base import FlatLayout, resolve_device
+from distmeta.runners.base import FlatLayout, RunnerBase
 from distmeta.tasks import eval_task_rng, train_task_rng
 
 if TYPE_CHECKING:
     from distmeta.experiment import Experiment
 
 
-class SupervisedShardRunner:
+class SupervisedShardRunner(RunnerBase):
     """Adapts to shards of supervised tasks on one device (a `ShardRunner`)."""
 
     def __init__(self, experiment: Experiment, threads: int | None = None):
-        if threads:
-            torch.set_num_threads(threads)
-        self.config = config = experiment.config
-        self.family = family = experiment.family
-        self.algorithm = experiment.algorithm
-        self.device = resolve_device(config.runtime.device)
+        super().__init__(experiment, threads)
+        config, family = self.config, self.family
         model = experiment.network().to(self.device)
         self.problem = Problem(model, family.loss, family.scores, family.output_dim)
         self.buffers = {k: b.to(self.device) for k, b in model.named_buffers()}
@@ -56,9 +52,6 @@ class SupervisedShardRunner:
             self.problem, self.config.algorithm, steps, self.batching,
         )
         return {k: v.cpu().numpy() for k, v in metrics.items()}
-
-    def close(self) -> None:
-        pass
 
     def _to_device(self, tasks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tasks.items()}

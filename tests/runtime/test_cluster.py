@@ -16,6 +16,8 @@ from ray.cluster_utils import Cluster
 
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
 
+pytestmark = pytest.mark.cluster
+
 TESTS = Path(__file__).resolve().parents[1]
 
 

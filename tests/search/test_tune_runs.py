@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DISTMETA, run
+from helpers import DISTMETA, cli, one_error_line, run
 
 from distmeta import MetaLearner
 from distmeta.search import load_search
@@ -52,6 +52,7 @@ def tensorboard_scalars(trial_dir: Path) -> dict[str, list[float]]:
     return scalars
 
 
+@pytest.mark.tune
 def test_asha_search_with_workers_in_each_trials_placement_group(tmp_path):
     # Two trials at a time hold all 2 CPUs in their placement groups (0.5 learner + 0.5
     # worker each): a worker scheduled outside its trial's group would find no CPU and
@@ -98,6 +99,7 @@ def test_asha_search_with_workers_in_each_trials_placement_group(tmp_path):
     assert scored["iteration"] == 60
 
 
+@pytest.mark.tune
 def test_pbt_exploit_restores_another_trials_learner_state(tmp_path):
     search = write_search(
         tmp_path / "pbt.yaml",
@@ -126,6 +128,7 @@ def test_pbt_exploit_restores_another_trials_learner_state(tmp_path):
         assert r["outer_lr"] != pytest.approx(donor_lr)
 
 
+@pytest.mark.tune
 def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
     search = write_search(
         tmp_path / "long.yaml",
@@ -159,6 +162,7 @@ def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_run_ends(tmp
             assert trial[-1]["params_sha"] == params_sha(learner), tid
 
 
+@pytest.mark.tune
 def test_a_trial_whose_worker_is_killed_finishes_with_a_fault_free_trials_parameters(ray_local, tmp_path):
     import os
 
@@ -191,6 +195,7 @@ def test_a_trial_whose_worker_is_killed_finishes_with_a_fault_free_trials_parame
         assert trial[-1]["params_sha"] == params_sha(learner)
 
 
+@pytest.mark.tune
 @pytest.mark.parametrize("searcher", ["optuna", "hyperopt"])
 def test_model_based_searchers(tmp_path, searcher):
     search = write_search(
@@ -218,6 +223,7 @@ SMALL = {
 }
 
 
+@pytest.mark.tune
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_each_shipped_config_runs_small(tmp_path, name, omniglot_dir):
     extra = [f"fixed.task.data_dir={omniglot_dir}"] if "omniglot" in name else []
@@ -229,32 +235,38 @@ def test_each_shipped_config_runs_small(tmp_path, name, omniglot_dir):
     run("train", out / "best_config.yaml", "--set", "iterations=1", "--out", tmp_path / "retrain")
 
 
-def one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
+def bad_input(*args) -> str:
+    """The one error line of `distmeta tune ARGS` (in-process), which must exit 2."""
+    result = cli("tune", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    return one_error_line(result)
 
 
 def test_bad_input_exits_2_before_ray(tmp_path):
     search = write_search(tmp_path / "s.yaml", search_space={"algorithm.inner_lr": {"choice": [0.01]}},
                           max_iterations=10, resources={"learner_cpu": 1})
     out = tmp_path / "never"
-    line = one_error_line(run("tune", search, "--set", "search_space.algorithm.inner_lrr={uniform: [0.1, 0.01]}",
-                              "--out", out, check=False))
+    line = bad_input(search, "--set", "search_space.algorithm.inner_lrr={uniform: [0.1, 0.01]}", "--out", out)
     assert "search_space.algorithm.inner_lrr" in line
-    line = one_error_line(run("tune", search, "--set", "searcher=bayes", "--out", out, check=False))
+    line = bad_input(search, "--set", "searcher=bayes", "--out", out)
     assert line.startswith("error: searcher: got 'bayes'")
-    line = one_error_line(run("tune", search, "--set", "resources.learner_cpu=10000", "--set", "fixed.num_workers=2",
-                              "--out", out, check=False))
+    line = bad_input(search, "--set", "resources.learner_cpu=10000", "--set", "fixed.num_workers=2", "--out", out)
     assert "resources: a trial needs 10002 CPUs (learner_cpu 10000 + 2 workers x 1); this machine has" in line
-    # Known only once Ray is up (the cluster's GPUs), still before any trial or file.
-    line = one_error_line(run("tune", search, "--set", "resources.worker_gpu=1000", "--set", "fixed.num_workers=1",
-                              "--set", "resources.learner_cpu=0.5", "--set", "resources.worker_cpu=0.5",
-                              "--out", out, check=False))
-    assert line.startswith("error: resources.worker_gpu: a trial's 1 workers x 1000 GPU need 1000 GPUs; the Ray cluster has ")
-    line = one_error_line(run("tune", search, "--out", out, "--resume", check=False))
+    line = bad_input(search, "--out", out, "--resume")
     assert "--resume: no search to continue" in line
     assert not out.exists()
-    line = one_error_line(run("tune", search, "--resume", check=False))
+    line = bad_input(search, "--resume")
     assert "--resume: name the search directory" in line
+
+
+@pytest.mark.ray
+def test_too_many_gpus_is_one_error_once_ray_is_up(ray_local, tmp_path):
+    """Known only once Ray is up (the cluster's GPUs), still before any trial or file."""
+    search = write_search(tmp_path / "s.yaml", search_space={"algorithm.inner_lr": {"choice": [0.01]}},
+                          max_iterations=10, resources={"learner_cpu": 1})
+    out = tmp_path / "never"
+    line = bad_input(search, "--set", "resources.worker_gpu=1000", "--set", "fixed.num_workers=1",
+                     "--set", "resources.learner_cpu=0.5", "--set", "resources.worker_cpu=0.5", "--out", out)
+    assert line.startswith("error: resources.worker_gpu: a trial's 1 workers x 1000 GPU need 1000 GPUs; "
+                           "the Ray cluster has 0")
+    assert not out.exists()
