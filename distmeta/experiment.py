@@ -88,7 +88,7 @@ class Experiment:
 def build_experiment(config: Config) -> Experiment:
     """Build and cross-check what `config` names; `ConfigError` names the key at fault."""
     family = make_family(config.task)
-    name = config.algorithm.name
+    name: str = config.algorithm.name
     if family.kind == "rl":
         name = RL_ALIASES.get(name, name)
         if "rl" not in ALGORITHMS[name].kinds:

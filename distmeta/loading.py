@@ -8,6 +8,7 @@ second; `distmeta.experiment.build_experiment` then builds what the config names
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def set_dotted(raw: dict, key: str, value: Any, what: str = "--set") -> None:
     node[parts[-1]] = value
 
 
-def load_config(source: str | Path, overrides: list[str] = ()) -> Config:
+def load_config(source: str | Path, overrides: Sequence[str] = ()) -> Config:
     """The typed config from a YAML file or preset name plus `--set` overrides (each field
     checked; what the config names is checked by `build_experiment`)."""
     return Config.from_dict(apply_overrides(read_yaml(source), list(overrides)))

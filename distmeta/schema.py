@@ -92,7 +92,7 @@ def _coerce(value: Any, hint: Any, dotted: str):
             )
         return value
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, dotted)
+        return build(typing.cast(type, hint), value, dotted)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{dotted}: got {value!r}; expected a list")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from distmeta.config import AlgorithmConfig
+
+if TYPE_CHECKING:
+    from distmeta.algorithms.maml_rl import RLProblem
 
 Params = dict[str, Tensor]
 Task = dict[str, Tensor]
@@ -59,8 +62,10 @@ class Algorithm:
         """The model's parameters among the meta-parameters."""
         return meta
 
-    def adapt(self, meta: Params, buffers: Params, support: tuple[Tensor, Tensor],
-              problem: Problem, cfg: AlgorithmConfig, steps: int) -> Params:
+    # `support` and `problem` are Any: a supervised algorithm takes `(x, y)` and a `Problem`,
+    # MAML-RL its trajectory batches and an `RLProblem`.
+    def adapt(self, meta: Params, buffers: Params, support: Any,
+              problem: Any, cfg: AlgorithmConfig, steps: int) -> Params:
         """Model parameters adapted to the support set `(x, y)` in `steps` steps."""
         raise NotImplementedError
 
@@ -70,7 +75,7 @@ class Algorithm:
         algorithms whose prediction uses it (ProtoNets' prototypes)."""
         return problem.forward(params, buffers, x)
 
-    def task_grad(self, meta: Params, buffers: Params, task: Task, problem: Problem,
+    def task_grad(self, meta: Params, buffers: Params, task: Task, problem: Any,
                   cfg: AlgorithmConfig) -> tuple[Params, dict[str, Tensor]]:
         """The meta-gradient of one task, and its metrics."""
 
@@ -120,7 +125,7 @@ def support_loss(problem: Problem, buffers: Params, support: tuple[Tensor, Tenso
 
 
 def shard_meta_grad(algo: Algorithm, meta: Params, buffers: Params, tasks: Task,
-                    problem: Problem, cfg: AlgorithmConfig, batching: Batching
+                    problem: Problem | RLProblem, cfg: AlgorithmConfig, batching: Batching
                     ) -> tuple[Params, dict[str, Tensor]]:
     """Sum over a shard's tasks of the meta-gradient and of each metric."""
 
@@ -135,7 +140,7 @@ def shard_meta_grad(algo: Algorithm, meta: Params, buffers: Params, tasks: Task,
         grads, metrics = one({k: v[i] for k, v in tasks.items()})
         total_grads = grads if total_grads is None else _add(total_grads, grads)
         total_metrics = metrics if total_metrics is None else _add(total_metrics, metrics)
-    return total_grads, total_metrics
+    return cast(Params, total_grads), cast("dict[str, Tensor]", total_metrics)
 
 
 def evaluate_shard(algo: Algorithm, meta: Params, buffers: Params, tasks: Task,

@@ -59,7 +59,7 @@ class GaussianMLPPolicy(_MLPPolicy):
         self.act_dim = act_dim
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
-    def noise(self, generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+    def noise(self, generator: torch.Generator | None, shape: tuple[int, ...]) -> Tensor:
         return torch.randn(*shape, self.act_dim, generator=generator)
 
     def sample(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
@@ -83,7 +83,7 @@ class CategoricalMLPPolicy(_MLPPolicy):
         super().__init__(obs_dim, hidden_sizes, n_actions)
         self.n_actions = n_actions
 
-    def noise(self, generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+    def noise(self, generator: torch.Generator | None, shape: tuple[int, ...]) -> Tensor:
         u = torch.rand(*shape, self.n_actions, generator=generator)
         return -torch.log(-torch.log(u.clamp_min(1e-12)))  # Gumbel(0, 1)
 
@@ -105,7 +105,8 @@ def make_policy(observation_space: gym.Space, action_space: gym.Space,
                 hidden_sizes: tuple[int, ...], init_log_std: float = 0.0) -> Policy:
     """The policy for an environment's spaces: Gaussian for `Box`, categorical for
     `Discrete` actions; flat `Box` observations."""
-    obs_dim = int(np.prod(observation_space.shape))
+    obs_dim = int(np.prod(observation_space.shape))  # type: ignore[arg-type]
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalMLPPolicy(obs_dim, hidden_sizes, int(action_space.n))
-    return GaussianMLPPolicy(obs_dim, hidden_sizes, int(np.prod(action_space.shape)), init_log_std)
+    act_dim = int(np.prod(action_space.shape))  # type: ignore[arg-type]
+    return GaussianMLPPolicy(obs_dim, hidden_sizes, act_dim, init_log_std)

@@ -30,7 +30,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ import torch
 from distmeta.config import Config
 from distmeta.rl.policy import make_policy
 from distmeta.tasks import make_family
+
+if TYPE_CHECKING:
+    from distmeta.tasks.gym import GymTasks
 
 # PPO settings, RLlib's defaults except these. Nav2D episodes are 100 steps of reward
 # -distance (a random policy scores about -80, staying at the origin about -38):
@@ -161,7 +164,7 @@ def ppo_config(config: Config, seed: int = 0, **overrides):
     if unknown:
         raise TypeError(f"ppo_config: unknown settings {sorted(unknown)}; expected {sorted(PPO_DEFAULTS)}")
     hp = {**PPO_DEFAULTS, **overrides}
-    family = make_family(config.task)
+    family = cast("GymTasks", make_family(config.task))
     env_id = family.env.rpartition(":")[2]
     if env_id not in distmeta_envs.ENV_IDS + distmeta_envs.OPTIONAL_ENV_IDS:
         raise ValueError(f"rllib baseline: task.env got {family.env}; the mixture exists for "
@@ -208,13 +211,13 @@ def train_multitask_ppo(config: Config, time_budget_s: float, seed: int = 0,
     from ray.rllib.core import DEFAULT_MODULE_ID
 
     t0 = time.perf_counter()
-    family = make_family(config.task)
+    family = cast("GymTasks", make_family(config.task))
     policy = make_policy(family.observation_space, family.action_space, config.model.hidden_sizes,
                          config.rl.init_log_std)
     expected = dict(policy.named_parameters())
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")  # type: ignore[arg-type]
     try:
         algo = ppo_config(config, seed, **ppo_overrides).build_algo()
         try:

@@ -10,6 +10,7 @@ trajectories are the same whichever tasks share the worker (determinism across
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
@@ -28,7 +29,8 @@ class TrajectorySampler:
         self.horizon = horizon
         self._vector_env_size = 0
         self._vector_env: gym.vector.SyncVectorEnv | None = None
-        self._low = self._high = None
+        self._low: np.ndarray | None = None
+        self._high: np.ndarray | None = None
 
     def vector_env(self, n_envs: int) -> gym.vector.SyncVectorEnv:
         """The sub-environments, reused across rollouts of the same size (only their tasks
@@ -40,7 +42,7 @@ class TrajectorySampler:
             if isinstance(space, gym.spaces.Box):
                 self._low, self._high = space.low, space.high
             self._vector_env, self._vector_env_size = vec, n_envs
-        return self._vector_env
+        return cast(gym.vector.SyncVectorEnv, self._vector_env)
 
     def rollout(self, params: Sequence[Params], tasks: Sequence[dict],
                 rngs: Sequence[np.random.Generator], episodes: int) -> list[dict[str, Tensor]]:
@@ -50,12 +52,14 @@ class TrajectorySampler:
         vec = self.vector_env(n_tasks * episodes)
         for i, task in enumerate(tasks):
             for env in vec.envs[i * episodes:(i + 1) * episodes]:
-                env.unwrapped.set_task(task)
-        reset_seeds, noises = [], []
+                env.unwrapped.set_task(task)  # type: ignore[attr-defined]
+        reset_seeds: list[int | None] = []
+        noises: list[Tensor] = []
         for rng in rngs:
             reset_seeds += [int(s) for s in rng.integers(2**31, size=episodes)]
             generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
             noises.append(policy.noise(generator, (horizon, episodes)))
+        obs_np: np.ndarray
         obs_np, _ = vec.reset(seed=reset_seeds)
 
         n_envs = n_tasks * episodes
@@ -65,6 +69,9 @@ class TrajectorySampler:
         mask = np.zeros((n_envs, horizon))
         alive = np.ones(n_envs, dtype=bool)
         steps = horizon
+        reward: np.ndarray
+        terminated: np.ndarray
+        truncated: np.ndarray
         with torch.no_grad():
             for t in range(horizon):
                 obs[:, t] = torch.from_numpy(np.asarray(obs_np, dtype=np.float32))

@@ -9,7 +9,7 @@ learner's further outer steps on the same meta-batch (`rl.outer_steps`) reuse th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from distmeta.tasks import eval_task_rng, train_task_rng
 
 if TYPE_CHECKING:
     from distmeta.experiment import Experiment
+    from distmeta.tasks.gym import GymTasks
 
 
 class RLShardRunner(RunnerBase):
@@ -31,14 +32,15 @@ class RLShardRunner(RunnerBase):
 
     def __init__(self, experiment: Experiment, threads: int | None = None):
         super().__init__(experiment, threads)
-        config, family = self.config, self.family
+        config = self.config
+        family = cast("GymTasks", self.family)
         # Sampling runs the small policy on one observation batch per task and env step: the
         # CPU does that faster than a GPU would; the meta-gradient runs on `device` (the
         # module only names and shapes the parameters, so it stays on the CPU).
-        self.policy: Policy = experiment.network()
+        self.policy = cast(Policy, experiment.network())
         self.problem = RLProblem(self.policy, config.rl)
         self.layout = FlatLayout(dict(self.policy.named_parameters()))
-        self.sampler = TrajectorySampler(family.make_env, self.policy, family.horizon)
+        self.sampler = TrajectorySampler(family.make_env, self.policy, cast(int, family.horizon))
         batching = config.runtime.task_batching
         self.batching = "vmap" if batching == "auto" else batching
         self._cached: tuple | None = None

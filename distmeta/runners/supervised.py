@@ -4,7 +4,7 @@ classification episodes) and computes their summed meta-gradient."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from distmeta.runners.base import FlatLayout, RunnerBase
 from distmeta.tasks import eval_task_rng, train_task_rng
 
 if TYPE_CHECKING:
+    from distmeta.algorithms.core import Batching
     from distmeta.experiment import Experiment
 
 
@@ -28,7 +29,7 @@ class SupervisedShardRunner(RunnerBase):
         self.buffers = {k: b.to(self.device) for k, b in model.named_buffers()}
         self.layout = FlatLayout(self.algorithm.init(dict(model.named_parameters()), config.algorithm))
         batching = config.runtime.task_batching
-        self.batching = model.preferred_batching if batching == "auto" else batching
+        self.batching = cast("Batching", model.preferred_batching) if batching == "auto" else batching
 
     def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int],
                   sampling_meta: np.ndarray | None = None) -> tuple[np.ndarray, int, dict[str, float]]:

@@ -10,7 +10,9 @@ adaptation step, and the adapted policy saved for use.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -20,12 +22,15 @@ from distmeta.rl.policy import Params, Policy
 from distmeta.runtime.checkpoint import atomic_write
 from distmeta.runtime.evaluate import load_run
 
+if TYPE_CHECKING:
+    from distmeta.tasks.gym import GymTasks
+
 POLICY_FILE = "policy.pt"
 
 
 def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: int | None = None,
                  steps: int | None = None, episodes: int | None = None, seed: int = 0,
-                 save: str | Path | None = None, overrides: list[str] = ()) -> dict:
+                 save: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
     """Adapt a meta-RL run's policy to one task: `task` (the environment's task dict) or
     the task that `env.sample_tasks(1, seed=sample_task)` draws. Each of the `steps`
     (default `algorithm.eval_inner_steps`) inner steps samples `episodes` episodes (default
@@ -48,7 +53,7 @@ def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: 
             raise UserError(f"--save: {save} is a file; expected a directory")
         save.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before sampling
     path, state, experiment = load_run(checkpoint, overrides)
-    config, family = experiment.config, experiment.family
+    config, family = experiment.config, cast("GymTasks", experiment.family)
     if not experiment.is_rl:
         raise UserError(
             f"checkpoint: {path} is a {family.kind} run; adapt needs a meta-RL run "
@@ -104,8 +109,8 @@ class AdaptedPolicy:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
             raise UserError(f"policy: cannot read {file}: {str(exc).splitlines()[0]}") from None
         experiment = build_experiment(Config.from_dict(payload["config"]))
-        return cls(experiment.network(), payload["params"], payload["task"], payload["config"],
-                   experiment.family.action_space)
+        return cls(cast(Policy, experiment.network()), payload["params"], payload["task"], payload["config"],
+                   cast("GymTasks", experiment.family).action_space)
 
     def act(self, obs, deterministic: bool = True) -> np.ndarray:
         """The action for one observation: the mean (or most likely action), or a sample."""

@@ -63,7 +63,8 @@ def connect_ray(address: str | None) -> None:
 
     if address is None:
         try:
-            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+            ray.init(include_dashboard=False, logging_level="ERROR",  # type: ignore[arg-type]
+                     log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:  # e.g. a stale RAY_ADDRESS
             raise UserError(f"ray: cannot start a local Ray: {_first_line(exc)}") from None
         return
@@ -77,7 +78,7 @@ def connect_ray(address: str | None) -> None:
         except OSError as exc:
             raise UserError(f"--address: cannot reach a Ray cluster at {address}: {exc}") from None
     try:
-        ray.init(address=address, logging_level="ERROR")
+        ray.init(address=address, logging_level="ERROR")  # type: ignore[arg-type]
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UserError(f"--address: cannot connect to Ray at {address}: {_first_line(exc)}") from None
 

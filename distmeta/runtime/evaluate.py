@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ EVAL_OVERRIDABLE = ("task.", "runtime.", "rl.", "algorithm.eval_inner_steps=", "
 
 
 def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
-             steps: int | None = None, overrides: list[str] = (), seed: int = 0) -> dict:
+             steps: int | None = None, overrides: Sequence[str] = (), seed: int = 0) -> dict:
     """Adapt the checkpoint's meta-parameters to `tasks` tasks of `split` with `steps` inner
     steps (default: the config's `algorithm.eval_inner_steps`) and report the pre- and
     post-adaptation query loss (and accuracy for classification) as mean and ci95.
@@ -66,7 +67,7 @@ def evaluate(checkpoint: str | Path, tasks: int = 100, split: str = "test",
     return result
 
 
-def load_run(checkpoint: str | Path, overrides: list[str] = ()) -> tuple[Path, dict, Experiment]:
+def load_run(checkpoint: str | Path, overrides: Sequence[str] = ()) -> tuple[Path, dict, Experiment]:
     """A checkpoint's path, state and experiment (its config with evaluation-time
     `overrides`, the task family prepared); the checkpoint's parameters are checked against
     that experiment's shapes."""

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -107,6 +108,7 @@ class MetaLearner:
             if sampled is None:  # the first step's: at the policy that sampled the meta-batch
                 sampled, grad_norm, sampling_meta = sums, norm, meta
         self.iteration += 1
+        sampled = cast(dict, sampled)  # set by the first outer step
 
         elapsed = time.perf_counter() - start
         line = {

@@ -28,9 +28,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import ray
+from ray.actor import ActorClass
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayError, WorkerCrashedError
 
 from distmeta.errors import RunError
@@ -65,8 +67,8 @@ def _whereabouts(_runner) -> tuple[str, int]:
 @dataclass
 class _Slot:
     index: int
-    actor: object = None
-    ready_ref: object = None  # set while the actor is starting
+    actor: Any = None  # a Ray actor handle
+    ready_ref: Any = None  # set while the actor is starting
     node: str = ""
     pid: int = 0
     busy: bool = False
@@ -95,7 +97,7 @@ class WorkerPool:
     def __init__(self, actor_class: type, init_args: tuple, size: int, num_cpus: float,
                  num_gpus: float, timeout_s: float | None, max_attempts: int,
                  on_event: Callable[[dict], None] | None = None):
-        self._remote = ray.remote(actor_class).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        self._remote: ActorClass[Any] = ray.remote(actor_class).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self._init_args = init_args
         self._resources = {"CPU": num_cpus, "GPU": num_gpus}
         self.timeout_s = timeout_s
@@ -282,7 +284,7 @@ def _fetch(refs: list) -> list[tuple[object, BaseException | None]]:
         return [(value, None) for value in ray.get(refs)]
     except WORKER_LOST:
         pass
-    fetched = []
+    fetched: list[tuple[object, BaseException | None]] = []
     for ref in refs:
         try:
             fetched.append((ray.get(ref), None))

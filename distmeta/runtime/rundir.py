@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 
@@ -35,7 +36,7 @@ class RunDirectory:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
-        self._metrics = None
+        self._metrics: TextIO | None = None
 
     def check(self, config: Config, resume: bool) -> dict | None:
         """Raise `UserError` if the folder cannot take this run; with `resume`, the state of

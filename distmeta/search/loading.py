@@ -3,7 +3,7 @@ overrides of the search's own keys, through the same loader as train configs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from distmeta.schema import build
 from distmeta.search.spec import SearchSpec
 
 
-def load_search(source: str, overrides: list[str] = ()) -> SearchSpec:
+def load_search(source: str, overrides: Sequence[str] = ()) -> SearchSpec:
     """The validated search from a YAML file (a name in `tune_configs/` also works) plus
     `--set` overrides of its keys (`num_samples=2`, `fixed.num_workers=0`,
     `search_space.algorithm.inner_lr={uniform: [0.01, 0.1]}`)."""
@@ -22,7 +22,7 @@ def load_search(source: str, overrides: list[str] = ()) -> SearchSpec:
     return search_from_dict(raw, overrides, path.parent)
 
 
-def search_from_dict(raw: Any, overrides: list[str] = (), folder: Path = Path(".")) -> SearchSpec:
+def search_from_dict(raw: Any, overrides: Sequence[str] = (), folder: Path = Path(".")) -> SearchSpec:
     """The validated search from a mapping (as in a search YAML in `folder`) plus `--set`."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"tune config: expected a mapping of keys, got {type(raw).__name__}")

@@ -163,6 +163,7 @@ class SearchSpec:
                     "pip install 'distmeta[search]' (or searcher: random)"
                 )
         base = self._checked_base()
+        self._base: Experiment  # declared for type checkers; frozen, so set as below
         object.__setattr__(self, "_base", base)  # derived, not a field: what objective() reads
         for key, dist in space.items():
             for value in dist.extremes():
@@ -255,7 +256,7 @@ class SearchSpec:
             return copy.deepcopy(self.base)
         return read_yaml(self.base)
 
-    def train_config(self, values: Mapping[str, Any] = (), where: str = "fixed") -> Config:
+    def train_config(self, values: Mapping[str, Any] | tuple[()] = (), where: str = "fixed") -> Config:
         """The train config of a trial with these searched values (its fields checked;
         the base's whole build was checked at construction)."""
         raw = self.trial_raw(dict(values))

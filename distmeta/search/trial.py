@@ -79,7 +79,7 @@ def run_trial(values: dict, base: dict, report_every: int, validation: dict, wor
 
 def window_mean(lines: list[dict]) -> dict:
     """The mean of each numeric metric over a window of metrics lines (nested as they are)."""
-    out = {}
+    out: dict = {}
     for key, value in lines[0].items():
         if key in ("iteration", "time_s"):
             continue

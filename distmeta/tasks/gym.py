@@ -99,7 +99,7 @@ class GymTasks(TaskFamily):
     def sample_task(self, rng: np.random.Generator, split: str) -> dict:
         return self.task_from_seed(int(rng.integers(2**31)))
 
-    def task_from_seed(self, seed: int) -> dict:
+    def task_from_seed(self, seed: int | None) -> dict:
         """The task `env.sample_tasks(1, seed=seed)` draws."""
         return self._env().sample_tasks(1, seed=seed)[0]
 

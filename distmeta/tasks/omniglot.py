@@ -7,6 +7,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ class Omniglot(EpisodeFamily):
     def split_images(self, split: str) -> np.ndarray:
         self.prepare()
         first, last = SPLIT_IDS[split]
-        return self._images[first - 1 : last]
+        return cast(np.ndarray, self._images)[first - 1 : last]  # set by prepare()
 
     def prepare(self) -> None:
         """Read all 1623 characters into memory, resized (about 25 MB at 28x28)."""

@@ -115,8 +115,9 @@ class TaskSettableEnv(ABC):
         self._apply_task(self._task)
         # gymnasium's MuJoCo envs pickle (and deepcopy) by re-running the
         # constructor with its recorded kwargs; recording the task keeps it across a copy.
-        if isinstance(getattr(self, "_ezpickle_kwargs", None), dict):
-            self._ezpickle_kwargs["task"] = self.get_task()
+        ezpickle_kwargs = getattr(self, "_ezpickle_kwargs", None)
+        if isinstance(ezpickle_kwargs, dict):
+            ezpickle_kwargs["task"] = self.get_task()
 
     def get_task(self) -> dict:
         """The current task (a copy, so callers cannot change the env behind its back)."""

@@ -1,7 +1,7 @@
 """The task mixture: one env that is a new task of its family at every episode."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -34,7 +34,7 @@ class TaskMixture(gym.Wrapper):
         if seed is not None:
             self._task_rng = np.random.default_rng([seed, _TASK_STREAM])
         options = dict(options or {})
-        family: TaskSettableEnv = self.env.unwrapped
+        family = cast(TaskSettableEnv, self.env.unwrapped)
         # Before the inner reset: for some families the task decides the initial state.
         task = options.pop("task", None)
         if task is None:

@@ -24,7 +24,7 @@ class Nav2D(TaskSettableEnv, gym.Env):
     preallocated position array rather than building numpy temporaries.
     """
 
-    metadata: ClassVar[dict] = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}  # type: ignore[misc]
     task_keys = (TaskKey("goal", low=-0.5, high=0.5, size=2),)
 
     def __init__(self, task: dict | None = None, render_mode: str | None = None):
