@@ -6,8 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +56,29 @@ def train(config: Config, out_dir=None) -> dict:
     with MetaLearner(config, out_dir=out_dir) as learner:
         learner.train()
         return {k: v.detach().clone() for k, v in learner.meta.items()}
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the worker that announced the `every`-th shard start, `kills` times."""
+
+    def __init__(self, marker_dir, kills, every):
+        super().__init__(daemon=True)
+        self.marker_dir, self.kills, self.every = marker_dir, kills, every
+        self.killed: list[int] = []
+        self.done = threading.Event()
+
+    def run(self):
+        seen = set()
+        while not self.done.is_set() and len(self.killed) < self.kills:
+            for marker in sorted(self.marker_dir.glob("started-*")):
+                if marker.name in seen:
+                    continue
+                seen.add(marker.name)
+                if len(seen) % self.every == 0:
+                    pid = int(marker.name.split("-")[1])
+                    os.kill(pid, signal.SIGKILL)  # mid-shard: the worker sleeps delay_s now
+                    self.killed.append(pid)
+            time.sleep(0.01)
 
 
 def read_jsonl(path: Path) -> list[dict]:

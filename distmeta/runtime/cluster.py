@@ -24,14 +24,17 @@ def usable_cpus() -> int:
 def ensure_ray(address: str | None, needed_cpus: float, shortfall: Callable[[str], str]) -> bool:
     """Connect to the cluster at `address`, or start a local Ray, unless Ray is already up;
     then check that it has `needed_cpus`. `shortfall(have)` words the error ("this machine
-    has 2"). Returns whether this call connected (the caller shuts Ray down)."""
+    has 2"). A bad `address` is an error even when Ray is up (which is then used as it is).
+    Returns whether this call connected (the caller shuts Ray down)."""
     import ray
 
+    if address is not None:
+        check_address(address)
     started = False
     if not ray.is_initialized():
         if address is None and needed_cpus > usable_cpus():
             raise UserError(shortfall(f"this machine has {usable_cpus()}"))
-        connect_ray(address)
+        _connect(address)
         started = True
     have = ray.cluster_resources().get("CPU", 0)
     if needed_cpus > have:
@@ -57,8 +60,8 @@ def gpus_per_worker(requested: float | None, cluster_gpus: float, num_workers: i
     return min(1.0, math.floor(cluster_gpus / num_workers * 1e4) / 1e4)
 
 
-def connect_ray(address: str | None) -> None:
-    """Start a local Ray (no dashboard), or connect to the cluster at `address`."""
+def _connect(address: str | None) -> None:
+    """Start a local Ray (no dashboard), or connect to the cluster at (a checked) `address`."""
     import ray
 
     if address is None:
@@ -68,19 +71,24 @@ def connect_ray(address: str | None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:  # e.g. a stale RAY_ADDRESS
             raise UserError(f"ray: cannot start a local Ray: {_first_line(exc)}") from None
         return
-    if address != "auto":
-        host, _, port = address.rpartition(":")
-        host = host.removeprefix("ray://")
-        if not host or not port.isdigit():
-            raise UserError(f"--address: got '{address}'; expected HOST:PORT or 'auto'")
-        try:
-            socket.create_connection((host, int(port)), timeout=5).close()
-        except OSError as exc:
-            raise UserError(f"--address: cannot reach a Ray cluster at {address}: {exc}") from None
     try:
         ray.init(address=address, logging_level="ERROR")  # type: ignore[arg-type]
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UserError(f"--address: cannot connect to Ray at {address}: {_first_line(exc)}") from None
+
+
+def check_address(address: str) -> None:
+    """`--address` is HOST:PORT (or ray://HOST:PORT) of a reachable host, or `auto`."""
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("ray://")
+    if not host or not port.isdigit():
+        raise UserError(f"--address: got '{address}'; expected HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(f"--address: cannot reach a Ray cluster at {address}: {exc}") from None
 
 
 def _first_line(exc: BaseException) -> str:

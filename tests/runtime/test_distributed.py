@@ -59,7 +59,7 @@ def test_user_family_runs_on_workers(ray_local):
 
 
 def test_omniglot_reaches_workers_through_the_object_store(ray_local, omniglot_dir, tmp_path):
-    from distmeta.config import load_config
+    from distmeta.loading import load_config
 
     cfg = load_config("omniglot-protonet", [
         f"task.data_dir={omniglot_dir}", "iterations=2", "meta_batch_size=2", "num_workers=2",

@@ -2,44 +2,18 @@
 worker that cannot start. Each run that survives must end with the bits of a fault-free
 run: a re-run shard is counted once, never twice or partially."""
 
-import os
-import signal
-import threading
 import time
 
 import numpy as np
 import pytest
 import torch
-from helpers import observable_config, read_jsonl, train
+from helpers import Killer, observable_config, read_jsonl, train
 
 from distmeta.config import Config
 from distmeta.errors import ConfigError
 from distmeta.experiment import build_experiment
 from distmeta.runtime import MetaLearner
 from distmeta.runtime.pool import WorkerLostError
-
-
-class Killer(threading.Thread):
-    """SIGKILLs the worker that announced the `every`-th shard start, `kills` times."""
-
-    def __init__(self, marker_dir, kills, every):
-        super().__init__(daemon=True)
-        self.marker_dir, self.kills, self.every = marker_dir, kills, every
-        self.killed: list[int] = []
-        self.done = threading.Event()
-
-    def run(self):
-        seen = set()
-        while not self.done.is_set() and len(self.killed) < self.kills:
-            for marker in sorted(self.marker_dir.glob("started-*")):
-                if marker.name in seen:
-                    continue
-                seen.add(marker.name)
-                if len(seen) % self.every == 0:
-                    pid = int(marker.name.split("-")[1])
-                    os.kill(pid, signal.SIGKILL)  # mid-shard: the worker sleeps delay_s now
-                    self.killed.append(pid)
-            time.sleep(0.01)
 
 
 def test_killed_workers_cost_a_rerun_of_their_shard_not_the_iteration(ray_local, tmp_path):
