@@ -66,14 +66,16 @@ def test_omniglot_reaches_workers_through_the_object_store(ray_local, omniglot_d
         "task.n_way=5", "task.q_query=2", "model.channels=8"])
     with MetaLearner(cfg, out_dir=tmp_path) as learner:
         learner.train()
-        on_workers = {k: v.detach().clone() for k, v in learner.meta.items()}
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and lines[-1]["workers"] == 2
-    # The workers' copy of the dataset gave the episodes this process draws.
+    # The workers' copy of the dataset gave the episodes this process draws: the first
+    # iteration's scores (the same parameters on the same tasks) agree to float rounding.
+    # (Later parameters may not: Adam turns rounding-sized gradient entries into full steps.)
     with MetaLearner(dataclasses.replace(cfg, num_workers=0)) as learner:
-        learner.train()
-        for k, v in learner.meta.items():
-            torch.testing.assert_close(on_workers[k], v, rtol=1e-5, atol=1e-6)
+        here = learner.step()
+    for phase in ("pre_adaptation", "post_adaptation"):
+        for score, value in here[phase].items():
+            assert lines[0][phase][score] == pytest.approx(value, rel=1e-5, abs=1e-7), (phase, score)
 
 
 def test_more_cpus_than_the_cluster_has_is_an_error(ray_local, sine_config):
