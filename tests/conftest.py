@@ -15,11 +15,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """A test that uses the shared local Ray is in the `ray` tier."""
+    """A test that uses the shared local Ray is in the `ray` tier. Under pytest-xdist
+    (`-n 2 --dist loadgroup`) every test of the ray, tune and cluster tiers is in one group:
+    they run one after another in one worker, never two Ray-heavy tests at once on 2 cores,
+    while the other worker takes the rest."""
     for item in items:
         if "ray_local" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
+        if any(item.get_closest_marker(tier) for tier in ("ray", "tune", "cluster")):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ def test_presets_lists_the_builtins():
         assert name in out
 
 
-@pytest.mark.slow
 def test_the_console_script_answers_help_presets_and_bad_keys():
     """The installed script, in a subprocess: help, presets and a config error."""
     assert "meta-train" in run("--help").stdout
@@ -192,24 +191,6 @@ def test_a_diverged_run_exits_1_with_one_line_and_keeps_its_checkpoints(tmp_path
     assert one_error_line(result).startswith("error: meta-gradient: not finite at iteration ")
 
 
-@pytest.mark.cluster
-def test_address_joins_a_running_cluster(tmp_path):
-    """`--address` joins an existing Ray cluster (here a real one of 2 raylets) instead of
-    starting its own; the workers land on the cluster's nodes."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    try:
-        out = tmp_path / "run"
-        proc = run("train", "sinusoid-maml", "--set", "iterations=3", "--set", "num_workers=2",
-                   "--address", cluster.address, "--out", out)
-        assert "done: 3 iterations" in proc.stdout
-        assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
-    finally:
-        cluster.shutdown()
-
-
 def test_saved_policy_acts_within_the_action_bounds_and_damage_is_one_error(nav2d_run, tmp_path):
     import numpy as np
 
@@ -237,7 +218,7 @@ def test_a_killed_train_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_pat
 
     from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
 
-    sets = ["--set", "num_workers=0", "--set", "iterations=800", "--set", "checkpoint_every=50",
+    sets = ["--set", "num_workers=0", "--set", "iterations=400", "--set", "checkpoint_every=50",
             "--set", "meta_batch_size=10"]
     ok("train", "sinusoid-maml", *sets, "--out", tmp_path / "whole")
     killed = tmp_path / "killed"
@@ -250,12 +231,12 @@ def test_a_killed_train_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_pat
     proc.send_signal(signal.SIGKILL)  # no handler runs: the driver is simply gone
     proc.wait()
     at_kill = load_checkpoint(list_checkpoints(killed / "checkpoints")[-1])["iteration"]
-    assert at_kill < 800
+    assert at_kill < 400
     ok("train", "sinusoid-maml", *sets, "--out", killed, "--resume")
     whole = load_checkpoint(list_checkpoints(tmp_path / "whole" / "checkpoints")[-1])
     resumed = load_checkpoint(list_checkpoints(killed / "checkpoints")[-1])
-    assert resumed["iteration"] == whole["iteration"] == 800
+    assert resumed["iteration"] == whole["iteration"] == 400
     for k, v in whole["meta_params"].items():
         assert torch.equal(v, resumed["meta_params"][k]), k
     lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert [x["iteration"] for x in lines] == list(range(1, 801))
+    assert [x["iteration"] for x in lines] == list(range(1, 401))

@@ -123,6 +123,7 @@ def ml10():
     env.close()
 
 
+@pytest.mark.slow
 def test_ml10_checker_and_spaces(ml10):
     assert ml10.spec.max_episode_steps == 500
     assert ml10.observation_space.shape == (39,)
@@ -130,6 +131,7 @@ def test_ml10_checker_and_spaces(ml10):
     assert checker_warnings(ml10) == []
 
 
+@pytest.mark.slow
 def test_ml10_indices_are_blocks_of_fifty_per_skill(ml10):
     env = ml10.unwrapped
     assert env.skill_names == tuple(TRAIN_SKILLS) and env.task_keys[0].high == 499
@@ -141,6 +143,7 @@ def test_ml10_indices_are_blocks_of_fifty_per_skill(ml10):
         assert ml10.step(np.zeros(4, dtype=np.float32))[4]["skill"] == TRAIN_SKILLS[index // 50]
 
 
+@pytest.mark.slow
 def test_ml10_sampling_is_seeded_and_uniform_over_skills(ml10):
     env = ml10.unwrapped
     tasks = env.sample_tasks(2000, seed=7)
@@ -152,6 +155,7 @@ def test_ml10_sampling_is_seeded_and_uniform_over_skills(ml10):
     assert all(120 <= n <= 280 for n in counts.values()), counts  # 200 each expected, sd about 13
 
 
+@pytest.mark.slow
 def test_ml10_set_task_switches_skill_at_the_next_reset(ml10):
     actions = np.random.default_rng(0).uniform(-1, 1, (20, 4)).astype(np.float32)
     reach = rewards(ml10, {"task_index": 3}, actions)
@@ -164,6 +168,7 @@ def test_ml10_set_task_switches_skill_at_the_next_reset(ml10):
     assert ml10.reset()[1]["skill"] == "sweep-v3"
 
 
+@pytest.mark.slow
 def test_ml10_same_benchmark_seed_same_tasks_across_instances(ml10):
     other = gym.make(ML10, benchmark_seed=0, **QUIET)
     actions = np.zeros((5, 4), dtype=np.float32)
@@ -173,6 +178,7 @@ def test_ml10_same_benchmark_seed_same_tasks_across_instances(ml10):
     other.close()
 
 
+@pytest.mark.slow
 def test_ml10_full_episodes_across_skills(ml10):
     zero = np.zeros(4, dtype=np.float32)
     for index in (10, 210, 10):  # back to a skill whose env already ran to the horizon
@@ -182,6 +188,7 @@ def test_ml10_full_episodes_across_skills(ml10):
         assert truncated[-1] and not any(truncated[:-1])
 
 
+@pytest.mark.slow
 def test_ml10_bad_tasks_are_one_line_errors(ml10):
     env = ml10.unwrapped
     with pytest.raises(ValueError, match=r"key 'task_index' for MetaWorldML10: got 500; expected an integer in \[0, 499\]"):
@@ -194,6 +201,7 @@ def test_ml10_bad_tasks_are_one_line_errors(ml10):
         gym.make(ML10, split="val")
 
 
+@pytest.mark.slow
 def test_ml10_mixture_draws_skills_and_reports_them(ml10):
     env = distmeta_envs.TaskMixture(ml10)  # not closed: that would close the module's env
     infos = [env.reset(seed=0)[1]] + [env.reset()[1] for _ in range(9)]
@@ -201,6 +209,7 @@ def test_ml10_mixture_draws_skills_and_reports_them(ml10):
     assert len({info["skill"] for info in infos}) > 3
 
 
+@pytest.mark.slow
 def test_ml10_test_split_has_five_held_out_skills(ml10):  # ml10: builds the cached benchmark
     env = gym.make(ML10, benchmark_seed=0, split="test", **QUIET)
     test = env.unwrapped

@@ -38,7 +38,8 @@ def iterations_done(out):
 
 
 def launch(cluster, config, tmp_path):
-    """`distmeta train` of `config` on the cluster, as a user runs it: (process, run dir)."""
+    """`distmeta train --address` of `config` on the cluster, as a user runs it (the driver
+    joins the running cluster instead of starting a Ray): (process, run dir)."""
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
     out = tmp_path / "run"

@@ -120,7 +120,7 @@ def test_bad_rl_configs_name_the_key(overrides, message):
 
 @pytest.mark.parametrize("env", ["distmeta/CartPoleParams-v0", "distmeta/PendulumParams-v0",
                                  "distmeta/HalfCheetahVel-v0", "distmeta/AntDir-v0",
-                                 "distmeta/MetaWorldML10-v0"])
+                                 pytest.param("distmeta/MetaWorldML10-v0", marks=pytest.mark.slow)])
 def test_every_family_meta_trains(env):
     """One iteration on each kind of env: discrete actions (categorical policy), classic
     control, MuJoCo, Ant's early termination (masked steps), Meta-World ML10 (optional extra,
