@@ -8,24 +8,24 @@
 `pytest -m "not ray and not tune and not cluster and not slow"` is the fast tier."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Omniglot's resized-image cache: one per test session (the first load decodes, the rest
+# read it), so runs do not depend on what an earlier session left in ~/.cache. Set before
+# any Ray or subprocess starts, which inherit it.
+os.environ["DISTMETA_CACHE_DIR"] = tempfile.mkdtemp(prefix="distmeta-test-cache-")
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+
 def pytest_collection_modifyitems(items):
-    """A test that uses the shared local Ray is in the `ray` tier. Under pytest-xdist
-    (`-n 2 --dist loadgroup`) every test of the ray, tune and cluster tiers is in one group:
-    they run one after another in one worker, never two Ray-heavy tests at once on 2 cores,
-    while the other worker takes the rest."""
+    """A test that uses the shared local Ray is in the `ray` tier."""
     for item in items:
         if "ray_local" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
-        if any(item.get_closest_marker(tier) for tier in ("ray", "tune", "cluster")):
-            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from distmeta.errors import UserError
+from distmeta.fileio import atomic_write
 from distmeta.rl.policy import Params, Policy
-from distmeta.runtime.checkpoint import atomic_write
 from distmeta.runtime.evaluate import load_run
 
 if TYPE_CHECKING:

@@ -29,8 +29,9 @@ import torch
 from distmeta.config import Config
 from distmeta.errors import DivergedError, UserError
 from distmeta.experiment import build_experiment
+from distmeta.fileio import atomic_write
 from distmeta.runners import FlatLayout
-from distmeta.runtime.checkpoint import atomic_write, load_checkpoint, resolve_checkpoint, shape_mismatch
+from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch
 from distmeta.runtime.executors import evaluate_tasks, start_executor
 from distmeta.runtime.rundir import RunDirectory
 

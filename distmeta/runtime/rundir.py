@@ -21,7 +21,8 @@ import yaml
 
 from distmeta.config import Config
 from distmeta.errors import UserError
-from distmeta.runtime.checkpoint import atomic_write, list_checkpoints, load_checkpoint, save_checkpoint
+from distmeta.fileio import atomic_write
+from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from distmeta.schema import first_difference
 
 logger = logging.getLogger(__name__)

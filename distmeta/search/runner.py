@@ -26,9 +26,9 @@ from ray import tune
 
 from distmeta.config import Config
 from distmeta.errors import UserError
+from distmeta.fileio import atomic_write
 from distmeta.loading import set_dotted
 from distmeta.runtime import cluster
-from distmeta.runtime.checkpoint import atomic_write
 from distmeta.schema import first_difference
 from distmeta.search.schedulers import make_scheduler
 from distmeta.search.spec import SearchSpec

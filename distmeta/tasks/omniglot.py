@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from distmeta.errors import ConfigError, UserError
+from distmeta.fileio import atomic_write
 from distmeta.tasks.episodes import EpisodeFamily
 
 SIDE = 105
@@ -83,17 +86,33 @@ class Omniglot(EpisodeFamily):
         return cast(np.ndarray, self._images)[first - 1 : last]  # set by prepare()
 
     def prepare(self) -> None:
-        """Read all 1623 characters into memory, resized (about 25 MB at 28x28)."""
+        """Read all 1623 characters into memory, resized (about 25 MB at 28x28). The resized
+        array is cached (see `cache_file`): decoding the 105x105 originals takes seconds,
+        and every process that trains or evaluates (each Tune trial) would pay them."""
         if self._images is not None:
             return
         suffix = self._suffix()
-        first = 1
-        parts = []
-        for name, count in PARTS.items():
-            path = Path(self.data_dir).expanduser() / (name + suffix)
+        sources = [Path(self.data_dir).expanduser() / (name + suffix) for name in PARTS]
+        cache = cache_file(sources, self.image_size)
+        expected = (sum(PARTS.values()), DRAWERS, self.image_size, self.image_size)
+        if cache is not None and cache.is_file():
+            try:
+                images = np.load(cache)
+                if images.shape == expected and images.dtype == np.uint8:
+                    self._images = images
+                    return
+            except (OSError, ValueError):
+                pass  # a damaged cache file is rebuilt below
+        first, parts = 1, []
+        for path, count in zip(sources, PARTS.values()):
             parts.append(_resize(_read_part(path, first, count), self.image_size))
             first += count
         self._images = np.concatenate(parts)
+        if cache is not None:
+            try:
+                atomic_write(cache, lambda f: np.save(f, self._images))
+            except OSError:
+                pass  # an unwritable cache costs the next process the decoding, nothing else
 
     def _suffix(self) -> str:
         """The name suffix of the layout found in data_dir."""
@@ -108,6 +127,23 @@ class Omniglot(EpisodeFamily):
         )
         problem = "holds none of" if root.is_dir() else "is not a folder; expected one holding"
         raise ConfigError(f"task.data_dir: '{root}' {problem} {expected}")
+
+
+def cache_file(sources: list[Path], image_size: int) -> Path | None:
+    """Where the resized images of these source files are cached: a file named by the
+    sources' paths, sizes and modification times and the image size, in
+    `$DISTMETA_CACHE_DIR` (empty: no cache), else `$XDG_CACHE_HOME/distmeta`, else
+    `~/.cache/distmeta`. None for extracted folders, which are not cached."""
+    folder = os.environ.get("DISTMETA_CACHE_DIR")
+    if folder is None:
+        folder = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distmeta")
+    if not folder or not all(p.is_file() for p in sources):
+        return None
+    key = hashlib.sha1()
+    for path in sources:
+        stat = path.stat()
+        key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
+    return Path(folder) / f"omniglot-{image_size}-{key.hexdigest()[:16]}.npy"
 
 
 def read_omniglot_pngs(root: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -225,3 +226,53 @@ def test_damaged_npz_files_are_one_line_errors(tmp_path):
     (tmp_path / "images_background.npz").write_bytes(b"garbage")
     with pytest.raises(UserError, match=r"images_background.npz: cannot read the 'images' array"):
         Omniglot(data_dir=str(tmp_path)).prepare()
+
+
+def test_resized_images_are_cached_and_rebuilt_when_the_data_changes(omniglot_dir, tmp_path, monkeypatch):
+    """A second process reads the resized array from the cache instead of decoding; a
+    changed source file, a damaged cache file or an unwritable cache folder each cost only
+    the decoding."""
+    import shutil
+
+    from distmeta.tasks import omniglot as module
+
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    for name in ("images_background.npz", "images_evaluation.npz"):
+        shutil.copy(omniglot_dir / name, data / name)
+    monkeypatch.setenv("DISTMETA_CACHE_DIR", str(cache))
+    decoded = Omniglot(data_dir=str(data))
+    decoded.prepare()
+    (cached_file,) = cache.iterdir()
+
+    def no_decoding(*args):
+        raise AssertionError("decoded although the cache holds these images")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "_read_part", no_decoding)
+        hit = Omniglot(data_dir=str(data))
+        hit.prepare()
+        for split in SPLITS:
+            assert np.array_equal(hit.split_images(split), decoded.split_images(split))
+        os.utime(data / "images_evaluation.npz", ns=(1, 1))  # the data changed: another key
+        with pytest.raises(AssertionError, match="decoded although"):
+            Omniglot(data_dir=str(data)).prepare()
+    assert list(cache.iterdir()) == [cached_file]  # a failed build writes nothing
+
+    changed = Omniglot(data_dir=str(data))
+    changed.prepare()  # decodes the changed data and caches it under its own key
+    (fresh_file,) = set(cache.iterdir()) - {cached_file}
+    fresh_file.write_bytes(b"damaged")
+    rebuilt = Omniglot(data_dir=str(data))
+    rebuilt.prepare()
+    assert np.array_equal(rebuilt.split_images("test"), decoded.split_images("test"))
+    assert np.array_equal(np.load(fresh_file), np.load(cached_file))  # rewritten whole
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("DISTMETA_CACHE_DIR", str(blocked / "cache"))
+    unwritable = Omniglot(data_dir=str(data))
+    unwritable.prepare()
+    assert np.array_equal(unwritable.split_images("val"), decoded.split_images("val"))
+    monkeypatch.setenv("DISTMETA_CACHE_DIR", "")
+    assert module.cache_file([data / "images_background.npz"], 28) is None
