@@ -3,7 +3,7 @@
 - `ray`: starts real Ray processes (a local Ray, actors, a CLI run with workers);
 - `tune`: runs Ray Tune searches;
 - `cluster`: several raylets on this machine (`ray.cluster_utils.Cluster`);
-- `slow`: a single test of 20 s or more without Ray (long training, RLlib, subprocess runs).
+- `slow`: a test of 10 s or more without Ray (Meta-World ML10, a killed driver process).
 
 `pytest -m "not ray and not tune and not cluster and not slow"` is the fast tier."""
 
