@@ -25,6 +25,7 @@ from distmeta.algorithms import ALGORITHMS, Algorithm
 from distmeta.config import Config, RLConfig
 from distmeta.errors import ConfigError
 from distmeta.models import make_model
+from distmeta.rl.policy import make_policy
 from distmeta.runners.rl import RLShardRunner
 from distmeta.runners.supervised import SupervisedShardRunner
 from distmeta.tasks import TaskFamily, make_family
@@ -63,8 +64,6 @@ class Experiment:
         """A fresh module whose parameters are meta-learned: the model, or the policy of a
         meta-RL family. It is a template for `functional_call` and is never mutated."""
         if self.is_rl:
-            from distmeta.rl.policy import make_policy
-
             family = self.family
             return make_policy(family.observation_space, family.action_space,  # type: ignore[attr-defined]
                                self.config.model.hidden_sizes, self.config.rl.init_log_std)
