@@ -69,6 +69,8 @@ def start_executor(experiment: Experiment, address: str | None = None,
     from distmeta.runtime import cluster
 
     n, cpu = config.num_workers, config.runtime.resources_per_worker.cpu
+    # Whether this call started Ray is not kept: Ray stays up for the learner's owner (the
+    # CLI shuts down the Ray it started; a library user keeps theirs).
     cluster.ensure_ray(address, n * cpu, lambda have: (
         f"num_workers: {n} workers x runtime.resources_per_worker.cpu {cpu:g} need {n * cpu:g} CPUs; {have}"))
     have_gpus = cluster.cluster_gpus()
