@@ -141,8 +141,8 @@ def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_run_ends(ray
     resume in this process."""
     search = write_search(
         tmp_path / "long.yaml",
-        search_space={"algorithm.inner_lr": {"grid": [0.05, 0.02, 0.01, 0.005]}},
-        num_samples=1, max_iterations=200, report_every=20, resources={"learner_cpu": 1},
+        search_space={"algorithm.inner_lr": {"grid": [0.05, 0.02, 0.01]}},
+        num_samples=1, max_iterations=100, report_every=20, resources={"learner_cpu": 1},
     )
     out = tmp_path / "search"
     proc = subprocess.Popen([DISTMETA, "tune", str(search), "--out", str(out)],
@@ -160,7 +160,7 @@ def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_run_ends(ray
 
     ok("tune", search, "--out", out, "--resume")
     summary = json.loads((out / "results.json").read_text())
-    assert not summary["interrupted"] and [t["status"] for t in summary["trials"]] == ["done"] * 4
+    assert not summary["interrupted"] and [t["status"] for t in summary["trials"]] == ["done"] * 3
     rows = trial_rows(out)
     assert any(r.get("restored_from", "").startswith(tid + "@") for tid, trial in rows.items() for r in trial)
     spec = load_search(str(search))
@@ -177,7 +177,7 @@ def test_a_trial_whose_worker_is_killed_finishes_with_a_fault_free_trials_parame
 
     markers = tmp_path / "markers"
     markers.mkdir()
-    base = observable_config(iterations=20).to_dict()
+    base = observable_config(iterations=10).to_dict()
     base["task"].update(delay_s=0.3, marker_dir=str(markers))
     search = tmp_path / "killed.yaml"
     search.write_text(yaml.safe_dump({
@@ -185,7 +185,7 @@ def test_a_trial_whose_worker_is_killed_finishes_with_a_fault_free_trials_parame
         "num_samples": 1, "report_every": 5, "resources": {"learner_cpu": 0.5, "worker_cpu": 0.5},
     }))
     out = tmp_path / "search"
-    killer = Killer(markers, kills=1, every=10)  # a worker of the trial, in iteration 5
+    killer = Killer(markers, kills=1, every=6)  # a worker of the trial, in iteration 3
     killer.start()
     tests = Path(__file__).resolve().parents[1]
     proc = subprocess.run([DISTMETA, "tune", str(search), "--out", str(out)], check=False, capture_output=True,
@@ -194,10 +194,10 @@ def test_a_trial_whose_worker_is_killed_finishes_with_a_fault_free_trials_parame
     assert proc.returncode == 0, proc.stderr
     assert len(killer.killed) == 1
     summary = json.loads((out / "results.json").read_text())
-    assert [(t["status"], t["iteration"]) for t in summary["trials"]] == [("done", 20)]
+    assert [(t["status"], t["iteration"]) for t in summary["trials"]] == [("done", 10)]
     (trial,) = trial_rows(out).values()
     # On ray_local (this process), the same config without the fault.
-    with MetaLearner(observable_config(iterations=20)) as learner:
+    with MetaLearner(observable_config(iterations=10)) as learner:
         learner.train()
         assert trial[-1]["params_sha"] == params_sha(learner)
 
