@@ -65,8 +65,13 @@ class Algorithm:
     # `support` and `problem` are Any: a supervised algorithm takes `(x, y)` and a `Problem`,
     # MAML-RL its trajectory batches and an `RLProblem`.
     def adapt(self, meta: Params, buffers: Params, support: Any,
-              problem: Any, cfg: AlgorithmConfig, steps: int) -> Params:
-        """Model parameters adapted to the support set `(x, y)` in `steps` steps."""
+              problem: Any, cfg: AlgorithmConfig, steps: int, start: dict | None = None) -> Params:
+        """Model parameters adapted to the support set `(x, y)` in `steps` steps.
+
+        `start`, when a dict, receives `start["outputs"]`: the model's outputs on the support
+        set at the meta-parameters, which the first inner step computes anyway (training's
+        pre-adaptation scores come from them at no cost). An algorithm with no inner loop
+        leaves it empty."""
         raise NotImplementedError
 
     def predict(self, params: Params, buffers: Params, support: tuple[Tensor, Tensor],
@@ -80,37 +85,60 @@ class Algorithm:
         """The meta-gradient of one task, and its metrics."""
 
         def objective(m):
-            post, pre = task_scores(self, m, buffers, task, problem, cfg, cfg.inner_steps)
+            post, pre = task_scores(self, m, buffers, task, problem, cfg, cfg.inner_steps, pre_on="support")
             return post["loss"], pair_metrics(pre, post)
 
         return grad(objective, has_aux=True)(meta)
 
 
 def task_scores(algo: Algorithm, meta: Params, buffers: Params, task: Task, problem: Problem,
-                cfg: AlgorithmConfig, steps: int) -> tuple[dict, dict]:
-    """Query scores after and before adaptation; only the first carries gradients."""
-    support = (task["support_x"], task["support_y"])
-    adapted = algo.adapt(meta, buffers, support, problem, cfg, steps)
-    post = problem.scores(algo.predict(adapted, buffers, support, task["query_x"], problem),
-                          task["query_y"])
-    with torch.no_grad():
-        start = algo.model_params(meta)
-        pre = problem.scores(algo.predict(start, buffers, support, task["query_x"], problem),
-                             task["query_y"])
+                cfg: AlgorithmConfig, steps: int, pre_on: Literal["query", "support"] = "query"
+                ) -> tuple[dict, dict]:
+    """Query scores after adaptation (with gradients) and scores before it: on the query set,
+    or with `pre_on="support"` on the support set from the inner loop's first forward, free
+    (meta-training's metrics; evaluation scores the query set both times). An algorithm that
+    returns the meta-parameters unchanged (ProtoNets, zero steps) scores the same both times."""
+    _, post, pre = adapt_and_score(algo, meta, buffers, task, problem, cfg, steps, pre_on)
     return post, pre
 
 
+def adapt_and_score(algo: Algorithm, meta: Params, buffers: Params, task: Task, problem: Problem,
+                    cfg: AlgorithmConfig, steps: int, pre_on: Literal["query", "support"]
+                    ) -> tuple[Params, dict, dict]:
+    """`task_scores`, with the adapted parameters first."""
+    support = (task["support_x"], task["support_y"])
+    start: dict = {}
+    adapted = algo.adapt(meta, buffers, support, problem, cfg, steps, start=start)
+    post = problem.scores(algo.predict(adapted, buffers, support, task["query_x"], problem),
+                          task["query_y"])
+    with torch.no_grad():
+        if adapted is meta:
+            pre = {k: v.detach() for k, v in post.items()}
+        elif pre_on == "support" and start.get("outputs") is not None:
+            pre = problem.scores(start["outputs"], task["support_y"])
+        else:
+            start_params = algo.model_params(meta)
+            pre = problem.scores(algo.predict(start_params, buffers, support, task["query_x"], problem),
+                                 task["query_y"])
+    return adapted, post, pre
+
+
 def inner_sgd(params: Params, lrs: Mapping[str, Tensor | float],
-              loss_at: Callable[[Params, int], Tensor], steps: int, first_order: bool) -> Params:
+              loss_at: Callable[[Params, int], tuple[Tensor, Any]], steps: int, first_order: bool,
+              start: dict | None = None) -> Params:
     """The inner loop of every gradient-based algorithm: `steps` SGD steps, step s on
     `loss_at(params, s)`, over the parameters named in `lrs` (each with its own rate).
+    `loss_at` returns the loss and the outputs it scored; those of the first step go to
+    `start["outputs"]` when `start` is a dict (see `Algorithm.adapt`).
 
     Differentiable through the steps; `first_order` treats each inner gradient as a
     constant (FOMAML), which drops the second-order terms of the meta-gradient."""
     for step in range(steps):
         trainable = {k: params[k] for k in lrs}
         frozen = {k: v for k, v in params.items() if k not in lrs}
-        grads = grad(lambda t, s=step, f=frozen: loss_at({**f, **t}, s))(trainable)
+        grads, outputs = grad(lambda t, s=step, f=frozen: loss_at({**f, **t}, s), has_aux=True)(trainable)
+        if step == 0 and start is not None:
+            start["outputs"] = outputs
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
         params = {**params, **{k: params[k] - lrs[k] * grads[k] for k in lrs}}
@@ -118,10 +146,16 @@ def inner_sgd(params: Params, lrs: Mapping[str, Tensor | float],
 
 
 def support_loss(problem: Problem, buffers: Params, support: tuple[Tensor, Tensor]
-                 ) -> Callable[[Params, int], Tensor]:
-    """The loss on a supervised support set `(x, y)`, the same at every inner step."""
+                 ) -> Callable[[Params, int], tuple[Tensor, Tensor]]:
+    """The loss on a supervised support set `(x, y)`, the same at every inner step, and the
+    (detached) outputs it scored."""
     x, y = support
-    return lambda params, step: problem.loss(problem.forward(params, buffers, x), y)
+
+    def loss_at(params: Params, step: int) -> tuple[Tensor, Tensor]:
+        outputs = problem.forward(params, buffers, x)
+        return problem.loss(outputs, y), outputs.detach()
+
+    return loss_at
 
 
 def shard_meta_grad(algo: Algorithm, meta: Params, buffers: Params, tasks: Task,

@@ -5,6 +5,6 @@ from distmeta.algorithms.core import Algorithm, inner_sgd, support_loss
 
 
 class MAML(Algorithm):
-    def adapt(self, meta, buffers, support, problem, cfg, steps):
+    def adapt(self, meta, buffers, support, problem, cfg, steps, start=None):
         lrs = {k: cfg.inner_lr for k in meta}
-        return inner_sgd(meta, lrs, support_loss(problem, buffers, support), steps, cfg.first_order)
+        return inner_sgd(meta, lrs, support_loss(problem, buffers, support), steps, cfg.first_order, start)

@@ -67,14 +67,14 @@ class MAMLRL(Algorithm):
     kinds = ("rl",)
 
     def adapt(self, meta: Params, buffers: Params, support: dict[str, Tensor],
-              problem: RLProblem, cfg: AlgorithmConfig, steps: int) -> Params:
+              problem: RLProblem, cfg: AlgorithmConfig, steps: int, start: dict | None = None) -> Params:
         """`steps` policy-gradient steps, step s on the s-th batch of `support`."""
         lrs = {k: cfg.inner_lr for k in meta}
 
-        def loss_at(params: Params, step: int) -> Tensor:
-            return inner_loss(problem.policy, params, {k: v[step] for k, v in support.items()})
+        def loss_at(params: Params, step: int) -> tuple[Tensor, dict]:
+            return inner_loss(problem.policy, params, {k: v[step] for k, v in support.items()}), {}
 
-        return inner_sgd(meta, lrs, loss_at, steps, cfg.first_order)
+        return inner_sgd(meta, lrs, loss_at, steps, cfg.first_order, start)
 
     def task_grad(self, meta: Params, buffers: Params, task: dict[str, Tensor],
                   problem: RLProblem, cfg: AlgorithmConfig) -> tuple[Params, dict[str, Tensor]]:

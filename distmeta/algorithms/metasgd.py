@@ -16,7 +16,7 @@ class MetaSGD(Algorithm):
     def model_params(self, meta):
         return {k: v for k, v in meta.items() if not k.startswith(LR_PREFIX)}
 
-    def adapt(self, meta, buffers, support, problem, cfg, steps):
+    def adapt(self, meta, buffers, support, problem, cfg, steps, start=None):
         params = self.model_params(meta)
         lrs = {k: meta[LR_PREFIX + k] for k in params}
-        return inner_sgd(params, lrs, support_loss(problem, buffers, support), steps, cfg.first_order)
+        return inner_sgd(params, lrs, support_loss(problem, buffers, support), steps, cfg.first_order, start)

@@ -13,7 +13,7 @@ class ProtoNet(Algorithm):
     kinds = ("classification",)
     needs_head = False
 
-    def adapt(self, meta, buffers, support, problem, cfg, steps):
+    def adapt(self, meta, buffers, support, problem, cfg, steps, start=None):
         return meta
 
     def predict(self, params, buffers, support, x, problem):

@@ -201,10 +201,13 @@ class MetaLearner:
         mismatch = shape_mismatch({k: tuple(v.shape) for k, v in self.meta.items()}, state["meta_params"])
         if mismatch is not None:
             key, found, expected = mismatch
-            raise UserError(
-                f"checkpoint: its parameter {key} has shape {found}; this config's "
-                f"network needs {expected}; restore it into a config with the same model"
-            )
+            if found is None:
+                detail = f"it lacks parameter {key} of this config's network"
+            elif expected is None:
+                detail = f"its parameter {key} is not in this config's network"
+            else:
+                detail = f"its parameter {key} has shape {found}; this config's network needs {expected}"
+            raise UserError(f"checkpoint: {detail}; restore it into a config with the same model")
         with torch.no_grad():
             for k, v in self.meta.items():
                 v.copy_(state["meta_params"][k])

@@ -1,16 +1,16 @@
 """Algorithms as pure functions: exact meta-gradients, vmap == loop, each algorithm's rule."""
 
+import copy
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import grad, vmap
 
-from distmeta.algorithms import ALGORITHMS, Problem, evaluate_shard, shard_meta_grad, task_scores
+from distmeta.algorithms import ALGORITHMS, Problem, evaluate_shard, shard_meta_grad
 from distmeta.config import AlgorithmConfig, ModelConfig
-from distmeta.models import Conv4, ScaleShift, make_model
+from distmeta.models import Conv4, make_model
 from distmeta.tasks import train_task_rng
 from distmeta.tasks.episodes import EpisodeFamily
 from distmeta.tasks.sinusoid import Sinusoid
@@ -179,8 +179,7 @@ class SmoothBatchNormNet(torch.nn.Module):
         super().__init__()
         self.body = torch.nn.Sequential(
             torch.nn.Conv2d(1, 4, 3, padding=1),
-            torch.nn.BatchNorm2d(4, affine=False, track_running_stats=False),
-            ScaleShift(4),
+            torch.nn.BatchNorm2d(4, track_running_stats=False),
             torch.nn.Tanh(),
             torch.nn.AvgPool2d(4),
             torch.nn.Flatten(),
@@ -209,36 +208,23 @@ def test_conv4_vmapped_second_order_meta_gradient_equals_loop():
     cfg = AlgorithmConfig(name="maml", inner_lr=0.1, inner_steps=2)
     gv, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, problem, cfg, "vmap")
     gl, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, problem, cfg, "loop")
-    assert gv["body.2.weight"].abs().sum() > 0  # ScaleShift's scale gets a meta-gradient
+    assert gv["body.1.weight"].abs().sum() > 0  # BatchNorm's scale gets a meta-gradient
     for k in gv:
         torch.testing.assert_close(gv[k], gl[k], rtol=1e-9, atol=1e-12)
 
 
-def grad_of_vmapped_loss(algo, params, tasks, problem, cfg):
-    """The other way to batch tasks: one `grad` of the summed, vmapped task losses."""
-
-    def total(p):
-        per_task = vmap(lambda t: task_scores(algo, p, {}, t, problem, cfg, cfg.inner_steps)[0]["loss"])
-        return per_task(tasks).sum()
-
-    return grad(total)(params)
-
-
-@pytest.mark.parametrize("batching", ["vmap", "loop", "grad_of_vmap"])
-def test_batchnorm_scale_shift_second_order_gradient_matches_finite_differences(batching):
-    """The BatchNorm trap: with torch 2.13, `grad` of a vmapped second-order loss through
-    BatchNorm2d's own adapted affine weight/bias is wrong; Conv4's non-affine BatchNorm +
-    ScaleShift must agree with central differences in float64 whichever way tasks batch."""
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_batchnorm_second_order_gradient_matches_finite_differences(batching):
+    """The BatchNorm trap: with torch 2.13, one `grad` of a vmapped second-order loss through
+    BatchNorm's adapted scale is wrong; a `vmap` of per-task `grad`s (distmeta's task
+    batching) and the loop must agree with central differences in float64."""
     torch.manual_seed(0)
     model = SmoothBatchNormNet().double()
     params = {k: v.detach() for k, v in model.named_parameters()}
     problem, tasks = make_problem(model, "classification", 3), image_tasks(2, 8)
     cfg = AlgorithmConfig(name="maml", inner_lr=0.5, inner_steps=2)
     algo = ALGORITHMS["maml"]
-    if batching == "grad_of_vmap":
-        grads = grad_of_vmapped_loss(algo, params, tasks, problem, cfg)
-    else:
-        grads, _ = shard_meta_grad(algo, params, {}, tasks, problem, cfg, batching)
+    grads, _ = shard_meta_grad(algo, params, {}, tasks, problem, cfg, batching)
 
     def meta_loss(p):
         return shard_meta_grad(algo, p, {}, tasks, problem, cfg, "loop")[1]["post_loss"].item()
@@ -251,3 +237,56 @@ def test_batchnorm_scale_shift_second_order_gradient_matches_finite_differences(
                    - meta_loss({k: params[k] - eps * direction[k] for k in params})) / (2 * eps)
         analytic = sum((grads[k] * direction[k]).sum().item() for k in params)
         assert abs(numeric - analytic) <= 1e-7 * max(1.0, abs(analytic))
+
+
+def test_conv4_pooling_before_relu_is_the_usual_block():
+    """Conv4 pools before its ReLU; outputs and second-order meta-gradients are those of the
+    usual conv, BatchNorm, ReLU, max-pool order, bit for bit."""
+    torch.manual_seed(0)
+    model = Conv4(in_channels=1, image_size=16, channels=4, out_features=3).double()
+    usual = copy.deepcopy(model)
+    blocks = list(usual.body)
+    for i in range(0, 16, 4):
+        blocks[i + 2], blocks[i + 3] = blocks[i + 3], blocks[i + 2]
+    usual.body = torch.nn.Sequential(*blocks)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    tasks = image_tasks(2, 16)
+    cfg = AlgorithmConfig(name="maml", inner_lr=0.1, inner_steps=2)
+    ours, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, make_problem(model, "classification", 3), cfg, "loop")
+    theirs, _ = shard_meta_grad(ALGORITHMS["maml"], params, {}, tasks, make_problem(usual, "classification", 3), cfg, "loop")
+    assert isinstance(usual.body[2], torch.nn.ReLU) and isinstance(model.body[2], torch.nn.MaxPool2d)
+    for k in ours:
+        assert torch.equal(ours[k], theirs[k]), k
+
+
+@pytest.mark.parametrize("name", ["maml", "anil", "metasgd", "reptile", "protonet"])
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_training_scores_before_adaptation_are_the_support_sets_and_evaluation_scores_the_query(name, batching):
+    """Meta-training's pre-adaptation scores come free from the inner loop's first forward:
+    the support set at the meta-parameters. Evaluation scores the query set before and after.
+    ProtoNets adapts nothing: the same scores both times."""
+    torch.manual_seed(0)
+    model = Conv4(in_channels=1, image_size=16, channels=4, out_features=None if name == "protonet" else 3).double()
+    problem, tasks = make_problem(model, "classification", 3), image_tasks(3, 16)
+    algo, cfg = ALGORITHMS[name], AlgorithmConfig(name=name, inner_lr=0.1, inner_steps=2)
+    meta = algo.init({k: v.detach() for k, v in model.named_parameters()}, cfg)
+    _, train = shard_meta_grad(algo, meta, {}, tasks, problem, cfg, batching)
+    evaluated = evaluate_shard(algo, meta, {}, tasks, problem, cfg, 2, batching)
+    before = {"support": [], "query": []}
+    for i in range(3):
+        for phase, scores in before.items():
+            x, y = tasks[f"{phase}_x"][i], tasks[f"{phase}_y"][i]
+            outputs = algo.predict(algo.model_params(meta), {}, (tasks["support_x"][i], tasks["support_y"][i]), x, problem)
+            scores.append(problem.scores(outputs, y))
+    for score in ("loss", "accuracy"):
+        query = torch.stack([s[score] for s in before["query"]])
+        torch.testing.assert_close(evaluated[f"pre_{score}"], query)
+        if name == "protonet":
+            torch.testing.assert_close(train[f"pre_{score}"], train[f"post_{score}"])
+            torch.testing.assert_close(evaluated[f"pre_{score}"], evaluated[f"post_{score}"])
+        else:
+            support = torch.stack([s[score] for s in before["support"]])
+            torch.testing.assert_close(train[f"pre_{score}"], support.sum())
+    if name != "protonet":
+        query_loss = torch.stack([s["loss"] for s in before["query"]]).sum()
+        assert abs(float(train["pre_loss"] - query_loss)) > 1e-3  # the support set, not the query

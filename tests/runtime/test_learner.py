@@ -220,6 +220,12 @@ def test_load_state_continues_another_learners_state_with_its_own_outer_lr(sine_
     wider = MetaLearner(sine_config(**{"model.hidden_sizes": "[32, 16]"}))
     with pytest.raises(UserError, match=r"checkpoint: its parameter body.1.bias has shape \(16,\); this config.s network needs \(32,\)"):
         wider.load_state(source.state())
+    deeper = MetaLearner(sine_config(**{"model.hidden_sizes": "[16, 16, 16]"}))
+    with pytest.raises(UserError, match=r"^checkpoint: it lacks parameter body.5.bias of this config.s network; "):
+        deeper.load_state(source.state())
+    shallower = MetaLearner(sine_config(**{"model.hidden_sizes": "[16]"}))
+    with pytest.raises(UserError, match=r"^checkpoint: its parameter body.3.bias is not in this config.s network; "):
+        shallower.load_state(source.state())
 
 
 def test_validate_scores_the_same_held_out_tasks_as_evaluate(tmp_path, sine_config):
