@@ -20,23 +20,23 @@ def test_killed_workers_cost_a_rerun_of_their_shard_not_the_iteration(ray_local,
     reference = train(observable_config(iterations=12))
     markers = tmp_path / "markers"
     markers.mkdir()
-    killer = Killer(markers, kills=3, every=5)
+    killer = Killer(markers, kills=2, every=5)
     killer.start()
     params = train(observable_config(iterations=12, delay_s=0.4, marker_dir=str(markers)), tmp_path / "run")
     killer.done.set()
 
-    assert len(killer.killed) == 3 and len(set(killer.killed)) == 3
+    assert len(killer.killed) == 2 and len(set(killer.killed)) == 2
     for k in reference:
         assert torch.equal(params[k], reference[k]), k
     lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [line["iteration"] for line in lines] == list(range(1, 13))
-    assert sum(line["shards_reissued"] for line in lines) == 3
+    assert sum(line["shards_reissued"] for line in lines) == 2
     events = read_jsonl(tmp_path / "run" / "events.jsonl")
     lost = [e for e in events if e["event"] == "worker_lost"]
     assert sorted(e["pid"] for e in lost) == sorted(killer.killed)
     assert all("ActorDiedError" in e["detail"] for e in lost)
     # The last replacement may still be starting when the run ends.
-    assert 2 <= sum(e["event"] == "worker_replaced" for e in events) <= 3
+    assert 1 <= sum(e["event"] == "worker_replaced" for e in events) <= 2
 
 
 def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local, tmp_path):
