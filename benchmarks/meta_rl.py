@@ -10,6 +10,9 @@
     # Env steps per second of meta-training with 1 and 2 Ray workers (median over iterations):
     python3 benchmarks/meta_rl.py throughput nav2d-maml --workers 1 2 --iterations 12
 
+    # One worker's env steps per second, config variants round-robin in this process:
+    python3 benchmarks/meta_rl.py worker nav2d-maml --compare task.vectorized=true task.vectorized=false
+
 Every policy is adapted by the same code (`RLShardRunner.sample_adaptation`, the inner step
 of meta-training) with the same budget: `--episodes` episodes per step (default the run's
 `rl.episodes_per_task`), the run's inner learning rate, the same held-out tasks and seeds.
@@ -135,6 +138,56 @@ def throughput(args) -> dict:
     return out
 
 
+def worker_rate(args) -> dict:
+    """Env steps per second of one worker's `meta_grad` (sampling before and after the inner
+    steps, the inner steps, the meta-gradient), in this process, for each `--compare`
+    variant, timed round-robin; with `--raw-mujoco`, bare `mujoco.mj_step` calls at the env's
+    frame skip in the same rounds, for scale."""
+    from distmeta.experiment import build_experiment
+
+    variants = {}
+    for variant in args.compare or [""]:
+        experiment = build_experiment(load_config(args.config, [*args.set, *filter(None, variant.split(","))]))
+        runner = experiment.make_runner(1)
+        variants[variant or "as configured"] = (runner, runner.layout.flatten(experiment.initial_meta_params()).numpy())
+    raw = None
+    if args.raw_mujoco:
+        import mujoco
+
+        env = next(iter(variants.values()))[0].family.make_env().unwrapped
+        raw = (mujoco, env.model, env.data, env.frame_skip)
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    if raw:
+        rates["raw mj_step x frame_skip"] = []
+    first: dict[str, tuple] = {}
+    for r in range(args.rounds + 1):  # round 0 warms up
+        order = list(variants.items())
+        for name, (runner, flat) in (order if r % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            grad, _, metrics = runner.meta_grad(flat, r, range(args.tasks))
+            wall = time.perf_counter() - start
+            first.setdefault(name, (grad, metrics["env_steps"]))
+            if r:
+                rates[name].append(metrics["env_steps"] / wall)
+        if raw and r:
+            mujoco, model, data, frame_skip = raw
+            steps = int(statistics.median(rates[next(iter(variants))][-1:]) * 0.2) or 1000
+            start = time.perf_counter()
+            for _ in range(steps * frame_skip):
+                mujoco.mj_step(model, data)
+            rates["raw mj_step x frame_skip"].append(steps / (time.perf_counter() - start))
+        print(f"round {r}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rates.items() if v), file=sys.stderr)
+    grads = [g for g, _ in first.values()]
+    out = {"config": args.config, "tasks": args.tasks, "rounds": args.rounds,
+           "median_env_steps_per_s": {n: statistics.median(v) for n, v in rates.items()},
+           "same_gradient_across_variants": all(np.array_equal(grads[0], g) for g in grads),
+           "env_steps_per_call": {n: s for n, (_, s) in first.items()}}
+    base = next(iter(variants))
+    out["ratio_to_first_per_round_median"] = {
+        n: statistics.median(a / b for a, b in zip(v, rates[base])) for n, v in rates.items()}
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,11 +213,20 @@ def main(argv=None) -> int:
     t.add_argument("--iterations", type=int, default=12)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--json-out")
+    w = sub.add_parser("worker", help="env steps/s of one worker's meta-gradient, variants round-robin")
+    w.add_argument("config")
+    w.add_argument("--compare", nargs="+", metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="config variants timed against each other, e.g. task.vectorized=true task.vectorized=false")
+    w.add_argument("--tasks", type=int, default=10, help="tasks in the worker's shard")
+    w.add_argument("--rounds", type=int, default=5)
+    w.add_argument("--raw-mujoco", action="store_true", help="also time bare mj_step (MuJoCo envs)")
+    w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    w.add_argument("--json-out")
     args = parser.parse_args(argv)
     if args.command == "throughput" and args.iterations < 3:
         parser.error(f"--iterations: got {args.iterations}; expected >= 3 (the first two are skipped)")
     torch.set_num_threads(1)
-    result = curve(args) if args.command == "curve" else throughput(args)
+    result = {"curve": curve, "throughput": throughput, "worker": worker_rate}[args.command](args)
     text = json.dumps(result, indent=1)
     if getattr(args, "json_out", None):
         Path(args.json_out).write_text(text + "\n")

@@ -47,6 +47,16 @@ class _MLPPolicy(nn.Module):
             x = torch.tanh(F.linear(x, params[f"body.{2 * i}.weight"], params[f"body.{2 * i}.bias"]))
         return F.linear(x, params["head.weight"], params["head.bias"])
 
+    def out_tasks(self, params: Params, obs: Tensor) -> Tensor:
+        """`out` for several tasks at once: parameters stacked on a leading task axis, `obs`
+        (tasks, n, obs_dim); one batched matmul per layer, each task's slice computed from
+        that task's parameters and observations alone."""
+        x = obs
+        for i in range(self.n_hidden):
+            x = torch.tanh(torch.baddbmm(params[f"body.{2 * i}.bias"].unsqueeze(1), x,
+                                         params[f"body.{2 * i}.weight"].transpose(1, 2)))
+        return torch.baddbmm(params["head.bias"].unsqueeze(1), x, params["head.weight"].transpose(1, 2))
+
 
 class GaussianMLPPolicy(_MLPPolicy):
     """Continuous actions: a ~ N(mlp(obs), exp(log_std)^2), independent per dimension."""
@@ -64,6 +74,10 @@ class GaussianMLPPolicy(_MLPPolicy):
 
     def sample(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
         return self.out(params, obs) + params["log_std"].exp() * noise
+
+    def sample_tasks(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
+        """`sample` for several tasks at once (see `out_tasks`)."""
+        return self.out_tasks(params, obs) + params["log_std"].exp().unsqueeze(1) * noise
 
     def mode(self, params: Params, obs: Tensor) -> Tensor:
         return self.out(params, obs)
@@ -89,6 +103,10 @@ class CategoricalMLPPolicy(_MLPPolicy):
 
     def sample(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
         return (self.out(params, obs) + noise).argmax(-1)
+
+    def sample_tasks(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
+        """`sample` for several tasks at once (see `out_tasks`)."""
+        return (self.out_tasks(params, obs) + noise).argmax(-1)
 
     def mode(self, params: Params, obs: Tensor) -> Tensor:
         return self.out(params, obs).argmax(-1)

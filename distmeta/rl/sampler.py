@@ -1,5 +1,6 @@
 """Trajectory sampling on a worker: the episodes of a shard's tasks stepped together in one
-gymnasium `SyncVectorEnv` (tasks x episodes sub-environments), never leaving the worker.
+vector env of tasks x episodes environments (the env's own vectorised version where it has
+one, else a `SyncVectorEnv`), never leaving the worker.
 
 Every episode runs from a seeded reset for a fixed horizon; steps after an episode ends are
 masked out. The seeds of the resets and the policy's noise come from each task's own
@@ -23,26 +24,26 @@ from distmeta.rl.policy import Params, Policy
 class TrajectorySampler:
     """Samples `episodes` fixed-horizon episodes per task with per-task policy parameters."""
 
-    def __init__(self, make_env: Callable[[], gym.Env], policy: Policy, horizon: int):
-        self.make_env = make_env
+    def __init__(self, make_vector_env: Callable[[int], gym.vector.VectorEnv], policy: Policy, horizon: int):
+        self.make_vector_env = make_vector_env
         self.policy = policy
         self.horizon = horizon
         self._vector_env_size = 0
-        self._vector_env: gym.vector.SyncVectorEnv | None = None
+        self._vector_env: gym.vector.VectorEnv | None = None
         self._low: np.ndarray | None = None
         self._high: np.ndarray | None = None
 
-    def vector_env(self, n_envs: int) -> gym.vector.SyncVectorEnv:
-        """The sub-environments, reused across rollouts of the same size (only their tasks
-        and seeds change); a rollout of another size replaces them."""
+    def vector_env(self, n_envs: int) -> gym.vector.VectorEnv:
+        """The environments, reused across rollouts of the same size (only their tasks and
+        seeds change); a rollout of another size replaces them."""
         if n_envs != self._vector_env_size:
             self.close()
-            vec = gym.vector.SyncVectorEnv([self.make_env] * n_envs, copy=False)
+            vec = self.make_vector_env(n_envs)
             space = vec.single_action_space
             if isinstance(space, gym.spaces.Box):
                 self._low, self._high = space.low, space.high
             self._vector_env, self._vector_env_size = vec, n_envs
-        return cast(gym.vector.SyncVectorEnv, self._vector_env)
+        return cast(gym.vector.VectorEnv, self._vector_env)
 
     def rollout(self, params: Sequence[Params], tasks: Sequence[dict],
                 rngs: Sequence[np.random.Generator], episodes: int) -> list[dict[str, Tensor]]:
@@ -50,9 +51,7 @@ class TrajectorySampler:
         `logp_old`, sampled with that task's `params` from its generator."""
         n_tasks, horizon, policy = len(tasks), self.horizon, self.policy
         vec = self.vector_env(n_tasks * episodes)
-        for i, task in enumerate(tasks):
-            for env in vec.envs[i * episodes:(i + 1) * episodes]:
-                env.unwrapped.set_task(task)  # type: ignore[attr-defined]
+        vec.set_tasks([task for task in tasks for _ in range(episodes)])  # type: ignore[attr-defined]
         reset_seeds: list[int | None] = []
         noises: list[Tensor] = []
         for rng in rngs:
@@ -60,7 +59,7 @@ class TrajectorySampler:
             generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
             noises.append(policy.noise(generator, (horizon, episodes)))
         obs_np: np.ndarray
-        obs_np, _ = vec.reset(seed=reset_seeds)
+        obs_np, _ = vec.reset(seed=reset_seeds)  # type: ignore[arg-type]  # one per env, as SyncVectorEnv takes
 
         n_envs = n_tasks * episodes
         obs = torch.zeros(n_envs, horizon, *obs_np.shape[1:])
@@ -72,13 +71,15 @@ class TrajectorySampler:
         reward: np.ndarray
         terminated: np.ndarray
         truncated: np.ndarray
+        # One batched forward per step for every task's episodes, each task under its own
+        # parameters (stacked on a task axis).
+        stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
+        noise = torch.stack(noises)  # (tasks, T, E, ...)
         with torch.no_grad():
             for t in range(horizon):
                 obs[:, t] = torch.from_numpy(np.asarray(obs_np, dtype=np.float32))
-                act = torch.cat([
-                    policy.sample(params[i], obs[i * episodes:(i + 1) * episodes, t], noises[i][t])
-                    for i in range(n_tasks)
-                ])
+                act = policy.sample_tasks(stacked, obs[:, t].reshape(n_tasks, episodes, -1), noise[:, t])
+                act = act.reshape(n_envs, *act.shape[2:])
                 actions.append(act)
                 env_act = act.numpy()
                 if self._low is not None:  # the env sees bounded actions; log-probs use act

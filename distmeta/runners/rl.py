@@ -40,7 +40,7 @@ class RLShardRunner(RunnerBase):
         self.policy = cast(Policy, experiment.network())
         self.problem = RLProblem(self.policy, config.rl)
         self.layout = FlatLayout(dict(self.policy.named_parameters()))
-        self.sampler = TrajectorySampler(family.make_env, self.policy, cast(int, family.horizon))
+        self.sampler = TrajectorySampler(family.make_vector_env, self.policy, cast(int, family.horizon))
         batching = config.runtime.task_batching
         self.batching = "vmap" if batching == "auto" else batching
         self._cached: tuple | None = None

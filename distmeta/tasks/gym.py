@@ -39,6 +39,10 @@ class GymTasks(TaskFamily):
     """Steps per episode; default: the id's registered `max_episode_steps`."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of `gymnasium.make` for this id."""
+    vectorized: bool = True
+    """Step the environment's own vectorised version when its id registers one (gymnasium's
+    `vector_entry_point`, e.g. distmeta/Nav2D-v0), else one env per episode in a
+    `SyncVectorEnv`. Both give the same episodes; false is for comparing them."""
 
     def __post_init__(self):
         import distmeta_envs  # noqa: F401 - registers the distmeta/* ids
@@ -86,6 +90,20 @@ class GymTasks(TaskFamily):
         return gym.make(self.env, max_episode_steps=self.horizon, disable_env_checker=True,
                         **self.env_kwargs)
 
+    def make_vector_env(self, num_envs: int) -> gym.vector.VectorEnv:
+        """`num_envs` environments stepped together, with `set_tasks(one task per env)`."""
+        import distmeta_envs  # noqa: F401 - on a Ray worker, the ids are registered here
+
+        env_id = self.env.rpartition(":")[2]
+        if self.vectorized and gym.spec(env_id).vector_entry_point is not None:
+            vec = gym.make_vec(self.env, num_envs, vectorization_mode="vector_entry_point",
+                               max_episode_steps=self.horizon, **self.env_kwargs)
+            if not callable(getattr(vec, "set_tasks", None)):
+                raise ConfigError(f"task.env: {self.env}'s vector_entry_point has no set_tasks(tasks); "
+                                  "add one or set task.vectorized=false")
+            return vec
+        return _TaskSyncVectorEnv([self.make_env] * num_envs, copy=False)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.observation_space.shape)
@@ -121,3 +139,11 @@ class GymTasks(TaskFamily):
         state = dict(self.__dict__)
         state["_task_env"] = None
         return state
+
+
+class _TaskSyncVectorEnv(gym.vector.SyncVectorEnv):
+    """One env per episode, with the task protocol's `set_tasks` of a vectorised env."""
+
+    def set_tasks(self, tasks: list[dict]) -> None:
+        for env, task in zip(self.envs, tasks, strict=True):
+            env.unwrapped.set_task(task)  # type: ignore[attr-defined]

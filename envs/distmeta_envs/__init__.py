@@ -49,6 +49,9 @@ _SPECS: dict[str, tuple[str, int]] = {
     "distmeta/CartPoleParams-v0": ("distmeta_envs.classic:CartPoleParams", 200),
 }
 ENV_IDS: tuple[str, ...] = tuple(_SPECS)
+# Natively vectorised versions (`gymnasium.make_vec(..., vectorization_mode="vector_entry_point")`),
+# which meta-training steps instead of one env per episode.
+_VECTOR_ENTRY_POINTS = {"distmeta/Nav2D-v0": "distmeta_envs.nav2d:Nav2DVector"}
 # Need the optional extra "metaworld"; making one without metaworld installed is an ImportError
 # that says how to install it.
 _OPTIONAL_SPECS: dict[str, tuple[str, int]] = {
@@ -64,7 +67,8 @@ MIXTURE_SUFFIX = ":mixture"
 for _env_id, (_entry_point, _steps) in {**_SPECS, **_OPTIONAL_SPECS}.items():
     # Re-importing (e.g. importlib.reload) must not warn about overriding our own ids.
     if _env_id not in gym.registry:
-        gym.register(id=_env_id, entry_point=_entry_point, max_episode_steps=_steps)
+        gym.register(id=_env_id, entry_point=_entry_point, max_episode_steps=_steps,
+                     vector_entry_point=_VECTOR_ENTRY_POINTS.get(_env_id))
 
 
 def register_ray_envs() -> list[str]:

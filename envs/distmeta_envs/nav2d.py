@@ -21,7 +21,8 @@ class Nav2D(TaskSettableEnv, gym.Env):
     Task: ``{"goal": [x, y]}`` with x, y ~ U[-0.5, 0.5].
 
     It is stepped ~1e5 times per meta-iteration, so ``step`` works on python floats and a
-    preallocated position array rather than building numpy temporaries.
+    preallocated position array rather than building numpy temporaries; meta-training steps
+    :class:`Nav2DVector` instead, the same arithmetic on arrays.
     """
 
     metadata: ClassVar[dict] = {"render_modes": []}  # type: ignore[misc]
@@ -57,6 +58,65 @@ class Nav2D(TaskSettableEnv, gym.Env):
         pos = self._pos
         pos[0] += dx
         pos[1] += dy
-        # Distance from the float32 position actually observed, so -reward == |obs - goal|.
-        distance = math.hypot(float(pos[0]) - self._goal_x, float(pos[1]) - self._goal_y)
+        # Distance from the float32 position actually observed, so -reward == |obs - goal|;
+        # the sum of squares is Nav2DVector's operation for operation (same bits).
+        ex, ey = float(pos[0]) - self._goal_x, float(pos[1]) - self._goal_y
+        distance = math.sqrt(ex * ex + ey * ey)
         return pos.copy(), -distance, False, False, {"distance": distance}
+
+
+class Nav2DVector(gym.vector.VectorEnv):
+    """``num_envs`` Nav2D environments stepped together as arrays, each with its own task
+    (``set_tasks``): the observations and rewards of ``num_envs`` separate :class:`Nav2D`,
+    bit for bit. ``gymnasium.make_vec("distmeta/Nav2D-v0", n, vectorization_mode=
+    "vector_entry_point")`` makes one. Truncates at ``max_episode_steps`` (when given), and
+    an episode that ended restarts at the next step (gymnasium's next-step autoreset)."""
+
+    metadata: ClassVar[dict] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}  # type: ignore[misc]
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None, render_mode: str | None = None):
+        if render_mode is not None:
+            raise ValueError(f"Nav2DVector: render_mode got {render_mode!r}; expected None (no rendering)")
+        self.num_envs, self.max_episode_steps = num_envs, max_episode_steps
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        self.single_action_space = gym.spaces.Box(-_MAX_STEP, _MAX_STEP, shape=(2,), dtype=np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self._pos = np.zeros((num_envs, 2), dtype=np.float32)
+        self._goal = np.zeros((num_envs, 2))
+        self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._ended = np.zeros(num_envs, dtype=bool)
+        self.set_tasks([Nav2D.default_task()] * num_envs)
+
+    def set_tasks(self, tasks: list[dict]) -> None:
+        """One task per environment, each checked as :meth:`Nav2D.set_task` checks it."""
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"Nav2DVector.set_tasks: got {len(tasks)} tasks; expected {self.num_envs}")
+        self._goal[:] = [Nav2D.validate_task(task)["goal"] for task in tasks]
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        # Per-environment seeds change nothing: every episode starts at the origin.
+        super().reset(seed=seed if isinstance(seed, int) or seed is None else None)
+        self._pos[:] = 0.0
+        self._steps[:] = 0
+        self._ended[:] = False
+        return self._pos.copy(), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != (self.num_envs, 2):
+            raise ValueError(f"Nav2DVector.step: actions of shape {actions.shape}; expected ({self.num_envs}, 2)")
+        restarting = self._ended.copy()
+        self._pos += np.clip(actions, -_MAX_STEP, _MAX_STEP).astype(np.float32)
+        self._steps += 1
+        error = self._pos.astype(np.float64) - self._goal
+        reward = -np.sqrt(error[:, 0] * error[:, 0] + error[:, 1] * error[:, 1])
+        if restarting.any():
+            self._pos[restarting] = 0.0
+            self._steps[restarting] = 0
+            reward[restarting] = 0.0
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = (self._steps >= self.max_episode_steps if self.max_episode_steps is not None
+                     else np.zeros(self.num_envs, dtype=bool))
+        self._ended = truncated.copy()
+        return self._pos.copy(), reward, terminated, truncated, {}

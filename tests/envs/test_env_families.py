@@ -68,10 +68,35 @@ def test_nav2d_reward_is_minus_distance_to_the_goal_exactly():
     rng = np.random.default_rng(0)
     for _ in range(20):
         obs, reward, terminated, truncated, info = env.step(rng.uniform(-0.1, 0.1, 2).astype(np.float32))
-        assert reward == -math.hypot(float(obs[0]) - 0.3, float(obs[1]) + 0.2)
+        ex, ey = float(obs[0]) - 0.3, float(obs[1]) + 0.2
+        assert reward == -math.sqrt(ex * ex + ey * ey)
+        assert reward == pytest.approx(-math.hypot(ex, ey), rel=1e-15, abs=0)
         assert info["distance"] == -reward
         assert obs.dtype == np.float32 and not terminated and not truncated
     env.close()
+
+
+def test_nav2d_vector_is_separate_nav2ds_bit_for_bit():
+    """`make_vec`'s native Nav2D against one Nav2D per episode in a SyncVectorEnv: actions
+    beyond the bounds, a truncation at 100 steps and the next step's restart included."""
+    n, rng = 5, np.random.default_rng(0)
+    tasks = [{"goal": rng.uniform(-0.5, 0.5, 2).tolist()} for _ in range(n)]
+    native = gym.make_vec("distmeta/Nav2D-v0", num_envs=n, vectorization_mode="vector_entry_point")
+    assert type(native).__name__ == "Nav2DVector"
+    native.set_tasks(tasks)
+    separate = gym.make_vec("distmeta/Nav2D-v0", num_envs=n, vectorization_mode="sync")
+    for env, task in zip(separate.envs, tasks):
+        env.unwrapped.set_task(task)
+    for got, want in zip(native.reset(seed=list(range(n)))[:1], separate.reset(seed=list(range(n)))[:1]):
+        assert np.array_equal(got, want)
+    for t in range(230):
+        actions = rng.uniform(-0.3, 0.3, (n, 2)).astype(np.float32)
+        for got, want in zip(native.step(actions)[:4], separate.step(actions)[:4]):
+            assert got.dtype == want.dtype and np.array_equal(got, want), t
+    with pytest.raises(ValueError, match=r"^task: key 'goal' for Nav2D: got \[2\.0, 0\.0\]"):
+        native.set_tasks([{"goal": [2.0, 0.0]}] * n)
+    with pytest.raises(ValueError, match=r"Nav2DVector.set_tasks: got 1 tasks; expected 5"):
+        native.set_tasks(tasks[:1])
 
 
 def test_nav2d_clips_actions_and_moves_from_the_origin():

@@ -40,11 +40,24 @@ def test_a_tasks_episodes_do_not_depend_on_its_shard_mates():
     rngs = lambda idx: [train_task_rng(0, 0, i) for i in idx]
     tasks = lambda idx: [runner.family.sample_task(r, "train") for r in rngs(idx)]
     alone = runner.sampler.rollout([meta], tasks([2]), rngs([2]), 3)[0]
-    shared = runner.sampler.rollout([meta] * 3, tasks([0, 1, 2]), rngs([0, 1, 2]), 3)[2]
-    for k in alone:
-        assert torch.equal(alone[k], shared[k]), k
+    for mates in ([0, 1, 2], list(range(12))):  # one batched policy forward for all of them
+        shared = runner.sampler.rollout([meta] * len(mates), tasks(mates), rngs(mates), 3)[2]
+        for k in alone:
+            assert torch.equal(alone[k], shared[k]), (len(mates), k)
     other = runner.sampler.rollout([meta], tasks([1]), rngs([1]), 3)[0]
     assert not torch.equal(alone["rewards"], other["rewards"])
+
+
+def test_nav2ds_native_vector_env_samples_the_episodes_of_one_env_per_episode():
+    runners = [build_experiment(nav_config(f"task.vectorized={flag}")).make_runner() for flag in (True, False)]
+    assert [type(r.sampler.vector_env(6)).__name__ for r in runners] == ["Nav2DVector", "_TaskSyncVectorEnv"]
+    meta = {k: v.detach() for k, v in runners[0].policy.named_parameters()}
+    rngs = lambda: [train_task_rng(0, 0, i) for i in range(3)]
+    tasks = [runners[0].family.sample_task(r, "train") for r in rngs()]
+    native, separate = (r.sampler.rollout([meta] * 3, tasks, rngs(), 2) for r in runners)
+    for a, b in zip(native, separate):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
 
 
 def test_outer_steps_reuse_the_sampled_episodes():
