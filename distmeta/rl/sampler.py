@@ -1,6 +1,6 @@
 """Trajectory sampling on a worker: the episodes of a shard's tasks stepped together in one
 vector env of tasks x episodes environments (the env's own vectorised version where it has
-one, else a `SyncVectorEnv`), never leaving the worker.
+one, else one env per episode stepped in a loop), never leaving the worker.
 
 Every episode runs from a seeded reset for a fixed horizon; steps after an episode ends are
 masked out. The seeds of the resets and the policy's noise come from each task's own
@@ -59,7 +59,7 @@ class TrajectorySampler:
             generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
             noises.append(policy.noise(generator, (horizon, episodes)))
         obs_np: np.ndarray
-        obs_np, _ = vec.reset(seed=reset_seeds)  # type: ignore[arg-type]  # one per env, as SyncVectorEnv takes
+        obs_np, _ = vec.reset(seed=reset_seeds)  # type: ignore[arg-type]  # one seed per env
 
         n_envs = n_tasks * episodes
         obs = torch.zeros(n_envs, horizon, *obs_np.shape[1:])

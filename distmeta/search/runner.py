@@ -32,7 +32,7 @@ from distmeta.runtime import cluster
 from distmeta.schema import first_difference
 from distmeta.search.schedulers import make_scheduler
 from distmeta.search.spec import SearchSpec
-from distmeta.search.trial import STATE_FILE, run_trial
+from distmeta.search.trial import REPORTS_FILE, STATE_FILE, run_trial
 
 SEARCH_FILE = "search.yaml"
 
@@ -188,7 +188,12 @@ def _summarise(spec: SearchSpec, out: Path, grid) -> dict:
     for result in grid:
         metrics = result.metrics or {}
         done = metrics.get("iteration", 0)
-        state = states.get(metrics.get("trial_id") or _trial_id(result.path))
+        # The trial's own last report: after a PBT exploit, Tune's result carries the donor's
+        # trial id and config, while the trial went on with perturbed values.
+        report = _last_report(result.path) or {}
+        trial_id = report.get("trial_id") or _trial_id(result.path)
+        state = states.get(trial_id)
+        config = report.get("config") or result.config or {}
         if result.error or state == "ERROR":
             status = "error"
         elif state == "TERMINATED":
@@ -196,8 +201,8 @@ def _summarise(spec: SearchSpec, out: Path, grid) -> dict:
         else:
             status = "unfinished"
         trials.append({
-            "trial_id": metrics.get("trial_id") or _trial_id(result.path),
-            "values": {k: (result.config or {}).get(k) for k in spec.space},
+            "trial_id": trial_id,
+            "values": {k: config.get(k) for k in spec.space},
             "status": status, "iteration": done,
             "metric": metrics.get(tune_key(metric)),
             "error": str(result.error).strip().splitlines()[-1] if result.error else None,
@@ -214,7 +219,7 @@ def _summarise(spec: SearchSpec, out: Path, grid) -> dict:
     if finished:
         best_result = next(r for r in grid if r.path == finished[0]["path"])
         best = dict(finished[0])
-        config = Config.from_dict(_with_values(spec.trial_raw({}), best_result.config, spec))
+        config = Config.from_dict(_with_values(spec.trial_raw({}), best["values"], spec))
         header = (f"# Best trial {best['trial_id']} of the search in {out}: {metric} = {best['metric']:.6g} "
                   f"({mode}) after {best['iteration']} iterations.\n# Train it: distmeta train {out / 'best_config.yaml'}\n")
         atomic_write(out / "best_config.yaml",
@@ -235,6 +240,13 @@ def _trial_id(path: str) -> str:
     """`run_trial_46efe_00002_2_...` -> `46efe_00002`."""
     parts = Path(path).name.split("_")
     return "_".join(parts[2:4])
+
+
+def _last_report(trial_dir: str) -> dict | None:
+    """The last line of a trial's reports.jsonl (its id, searched values and metrics)."""
+    reports = Path(trial_dir) / REPORTS_FILE
+    lines = reports.read_text().splitlines() if reports.is_file() else []
+    return json.loads(lines[-1]) if lines else None
 
 
 def _with_values(base: dict, values: dict, spec: SearchSpec) -> dict:

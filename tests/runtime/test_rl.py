@@ -2,6 +2,7 @@
 
 import json
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -50,7 +51,7 @@ def test_a_tasks_episodes_do_not_depend_on_its_shard_mates():
 
 def test_nav2ds_native_vector_env_samples_the_episodes_of_one_env_per_episode():
     runners = [build_experiment(nav_config(f"task.vectorized={flag}")).make_runner() for flag in (True, False)]
-    assert [type(r.sampler.vector_env(6)).__name__ for r in runners] == ["Nav2DVector", "_TaskSyncVectorEnv"]
+    assert [type(r.sampler.vector_env(6)).__name__ for r in runners] == ["Nav2DVector", "_EnvPerEpisode"]
     meta = {k: v.detach() for k, v in runners[0].policy.named_parameters()}
     rngs = lambda: [train_task_rng(0, 0, i) for i in range(3)]
     tasks = [runners[0].family.sample_task(r, "train") for r in rngs()]
@@ -58,6 +59,31 @@ def test_nav2ds_native_vector_env_samples_the_episodes_of_one_env_per_episode():
     for a, b in zip(native, separate):
         for k in a:
             assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("env", ["distmeta/AntDir-v0", "distmeta/CartPoleParams-v0"])
+def test_one_env_per_episode_steps_as_gymnasiums_sync_vector_env(env):
+    """Episodes that end (Ant falling, the pole down), the next step's restart and discrete
+    actions included: the same observations, rewards and flags as SyncVectorEnv."""
+    family = build_experiment(nav_config(f"task.env={env}", "task.horizon=40")).family
+    ours = family.make_vector_env(4)
+    theirs = gym.vector.SyncVectorEnv([family.make_env] * 4)
+    tasks = [family.sample_task(train_task_rng(0, 0, i), "train") for i in range(4)]
+    ours.set_tasks(tasks)
+    for sub, task in zip(theirs.envs, tasks):
+        sub.unwrapped.set_task(task)
+    assert np.array_equal(ours.reset(seed=[1, 2, 3, 4])[0], theirs.reset(seed=[1, 2, 3, 4])[0])
+    space, ended = theirs.action_space, 0
+    space.seed(0)
+    for t in range(120):
+        actions = space.sample() if env.endswith("CartPoleParams-v0") else 3 * space.sample()
+        got, want = ours.step(actions), theirs.step(actions)
+        for a, b in zip(got[:4], want[:4]):
+            assert a.dtype == b.dtype and np.array_equal(a, b), t
+        ended += int(want[2].sum() + want[3].sum())
+    assert ended >= 4  # restarts were exercised
+    ours.close()
+    theirs.close()
 
 
 def test_outer_steps_reuse_the_sampled_episodes():

@@ -134,6 +134,9 @@ def test_pbt_exploit_restores_another_trials_learner_state(ray_local, tmp_path):
         assert r["outer_lr"] == pytest.approx(r["config"]["algorithm.outer_lr"])
         donor_lr = next(d["config"]["algorithm.outer_lr"] for d in rows[donor] if d["iteration"] == int(at))
         assert r["outer_lr"] != pytest.approx(donor_lr)
+    # results.json gives each trial the values it ended with, not its donor's.
+    for trial in summary["trials"]:
+        assert trial["values"] == rows[trial["trial_id"]][-1]["config"], trial
 
 
 @pytest.mark.tune
