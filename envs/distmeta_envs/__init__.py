@@ -51,7 +51,11 @@ _SPECS: dict[str, tuple[str, int]] = {
 ENV_IDS: tuple[str, ...] = tuple(_SPECS)
 # Natively vectorised versions (`gymnasium.make_vec(..., vectorization_mode="vector_entry_point")`),
 # which meta-training steps instead of one env per episode.
-_VECTOR_ENTRY_POINTS = {"distmeta/Nav2D-v0": "distmeta_envs.nav2d:Nav2DVector"}
+_VECTOR_ENTRY_POINTS = {
+    "distmeta/Nav2D-v0": "distmeta_envs.nav2d:Nav2DVector",
+    "distmeta/HalfCheetahVel-v0": "distmeta_envs.locomotion:HalfCheetahVelVector",
+    "distmeta/HalfCheetahDir-v0": "distmeta_envs.locomotion:HalfCheetahDirVector",
+}
 # Need the optional extra "metaworld"; making one without metaworld installed is an ImportError
 # that says how to install it.
 _OPTIONAL_SPECS: dict[str, tuple[str, int]] = {

@@ -7,6 +7,10 @@ and the task value is added (``task_velocity`` or ``task_direction``).
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
+import gymnasium as gym
+import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
@@ -105,3 +109,76 @@ class AntDir(TaskSettableEnv, AntEnv):
         reward = forward + info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
         info.update(reward_forward=forward, task_direction=self._direction)
         return obs, float(reward), terminated, truncated, info
+
+
+class _CheetahVector(gym.vector.VectorEnv):
+    """``num_envs`` cheetahs of one task family stepped in one loop over their MuJoCo data,
+    with rewards and observations computed as arrays: the observations, rewards and flags
+    of ``num_envs`` separate envs (truncation at ``max_episode_steps`` and gymnasium's
+    next-step autoreset included), bit for bit, without gymnasium's per-env step code.
+    ``info`` is empty."""
+
+    env_class: type[_CheetahTask]
+    metadata: ClassVar[dict] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}  # type: ignore[misc]
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs):
+        self.envs = [self.env_class(**kwargs) for _ in range(num_envs)]
+        self.num_envs, self.max_episode_steps = num_envs, max_episode_steps
+        first = self.envs[0]
+        self.single_observation_space, self.single_action_space = first.observation_space, first.action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self._obs = np.zeros((num_envs, first.observation_space.shape[0]))  # type: ignore[index]
+        self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._restart = np.zeros(num_envs, dtype=bool)
+
+    def set_tasks(self, tasks: list[dict]) -> None:
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"{type(self).__name__}.set_tasks: got {len(tasks)} tasks; expected {self.num_envs}")
+        for env, task in zip(self.envs, tasks):
+            env.set_task(task)
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        seeds = seed if isinstance(seed, list) else [None if seed is None else seed + i for i in range(self.num_envs)]
+        for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
+            self._obs[i] = env.reset(seed=s)[0]
+        self._steps[:] = 0
+        self._restart[:] = False
+        return self._obs.copy(), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=self.single_action_space.dtype)
+        x_velocity = np.zeros(self.num_envs)
+        for i, env in enumerate(self.envs):
+            if self._restart[i]:
+                self._obs[i] = env.reset()[0]
+                self._steps[i] = 0
+                continue
+            model, data = env.model, env.data
+            x_before = data.qpos[0]
+            data.ctrl[:] = actions[i]
+            mujoco.mj_step(model, data, nstep=env.frame_skip)
+            mujoco.mj_rnePostConstraint(model, data)
+            x_velocity[i] = (data.qpos[0] - x_before) / env.dt
+            self._obs[i] = np.concatenate((data.qpos.flatten()[1:], data.qvel.flatten()))
+            self._steps[i] += 1
+        ctrl_cost = _CHEETAH_CTRL_COST * np.square(actions).sum(axis=1).astype(np.float64)
+        reward = np.array([env._task_term(float(v)) for env, v in zip(self.envs, x_velocity)]) - ctrl_cost
+        reward[self._restart] = 0.0
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = (self._steps >= self.max_episode_steps) & ~self._restart if self.max_episode_steps \
+            else np.zeros(self.num_envs, dtype=bool)
+        self._restart = truncated.copy()
+        return self._obs.copy(), reward, terminated, truncated, {}
+
+    def close_extras(self, **kwargs) -> None:
+        for env in self.envs:
+            env.close()
+
+
+class HalfCheetahVelVector(_CheetahVector):
+    env_class = HalfCheetahVel
+
+
+class HalfCheetahDirVector(_CheetahVector):
+    env_class = HalfCheetahDir

@@ -99,6 +99,29 @@ def test_nav2d_vector_is_separate_nav2ds_bit_for_bit():
         native.set_tasks(tasks[:1])
 
 
+@pytest.mark.parametrize("env_id", ["distmeta/HalfCheetahVel-v0", "distmeta/HalfCheetahDir-v0"])
+def test_cheetah_vectors_are_separate_cheetahs_bit_for_bit(env_id):
+    """The native vector cheetahs against one env per episode in a SyncVectorEnv: seeded
+    resets, two truncations at 30 steps and the next steps' restarts included."""
+    n, rng = 3, np.random.default_rng(0)
+    native = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", max_episode_steps=30)
+    separate = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", max_episode_steps=30)
+    tasks = native.envs[0].sample_tasks(n, seed=1)
+    native.set_tasks(tasks)
+    for env, task in zip(separate.envs, tasks):
+        env.unwrapped.set_task(task)
+    assert np.array_equal(native.reset(seed=[5, 6, 7])[0], separate.reset(seed=[5, 6, 7])[0])
+    for t in range(65):
+        actions = np.clip(rng.uniform(-1.5, 1.5, (n, 6)), -1, 1).astype(np.float32)
+        got, want = native.step(actions), separate.step(actions)
+        for a, b in zip(got[:4], want[:4]):
+            assert a.dtype == b.dtype and np.array_equal(a, b), t
+    with pytest.raises(ValueError, match=r"set_tasks: got 1 tasks; expected 3"):
+        native.set_tasks(tasks[:1])
+    native.close()
+    separate.close()
+
+
 def test_nav2d_clips_actions_and_moves_from_the_origin():
     env = gym.make("distmeta/Nav2D-v0", task={"goal": [0.5, 0.5]})
     env.reset(seed=0)
