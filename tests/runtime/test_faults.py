@@ -36,7 +36,8 @@ def test_killed_workers_cost_a_rerun_of_their_shard_not_the_iteration(ray_local,
     assert sorted(e["pid"] for e in lost) == sorted(killer.killed)
     assert all("ActorDiedError" in e["detail"] for e in lost)
     # The last replacement may still be starting when the run ends.
-    assert 1 <= sum(e["event"] == "worker_replaced" for e in events) <= 2
+    replaced = sum(e["event"] == "worker_replaced" for e in events)
+    assert replaced in (1, 2), replaced
 
 
 def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local, tmp_path):
