@@ -317,7 +317,10 @@ def measure(workload: str, names: list[str], args) -> dict:
                 "first_post_loss": v.first_post_loss,
                 "max_abs_param_diff": max(float((a - b).abs().max()) for a, b in zip(reference, final)),
             })
-        return {"workload": workload, "iters_per_block": iters, "rounds": args.rounds, "rows": rows}
+        ratios = {f"{a}/{b}": statistics.median(x / y for x, y in zip(rates[a], rates[b]))
+                  for a, b in args.pairs if a in rates and b in rates}
+        return {"workload": workload, "iters_per_block": iters, "rounds": args.rounds, "rows": rows,
+                "pair_ratios": ratios}
     finally:
         for v in variants:
             v.close()
@@ -339,6 +342,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every distmeta variant")
+    parser.add_argument("--pairs", default="ray-1/inproc-vmap,ray-1/inproc-loop,ray-2/ray-1",
+                        help="A/B,...: also the median over rounds of A's rate / B's (pairs of variants run)")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
 
@@ -363,8 +368,12 @@ def main(argv=None) -> int:
     for v in names:
         if v not in VARIANTS:
             parser.error(f"--variants: unknown '{v}'; expected {', '.join(VARIANTS)}")
+    pairs = [tuple(p.split("/")) for p in args.pairs.split(",") if p]
+    if bad := [p for p in pairs if len(p) != 2 or not set(p) <= set(VARIANTS)]:
+        parser.error(f"--pairs: {bad[0]} is not A/B of two variants")
     if "before" in names and not args.before:
         parser.error("--variants: 'before' needs --before PATH")
+    args.pairs = pairs
     args.iters = per_workload(args.iters, {w: s["iters"] for w, s in WORKLOADS.items()})
     args.warmup = per_workload(args.warmup, 2)
     args.batching = per_workload(args.bare_batching, {"W1": "vmap", "W2": "loop"}, str)
@@ -393,6 +402,12 @@ def main(argv=None) -> int:
         for row in res["rows"]:
             print(f"| {res['workload']} | {row['variant']} | {row['median_it_per_s']:.3f} "
                   f"| {row['ratio_to_bare']:.2f} | {row['first_post_loss']:.6f} | {row['max_abs_param_diff']:.1e} |")
+    if any(res["pair_ratios"] for res in results):
+        print("\n| workload | pair | median over rounds of the per-round ratio |")
+        print("|---|---|---:|")
+        for res in results:
+            for pair, ratio in res["pair_ratios"].items():
+                print(f"| {res['workload']} | {pair} | {ratio:.2f} |")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")

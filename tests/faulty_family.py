@@ -23,6 +23,9 @@ class Observable(Sinusoid):
     """Where each sampling call writes `started-<pid>-<n>`."""
     stall_s: float = 0.0
     """The first sampling call of the whole run (over all workers) sleeps this long."""
+    fail_once: bool = False
+    """The first sampling call of the whole run (over all workers) raises ValueError, as a
+    bug in a family would; needs `marker_dir`."""
     crash: bool = False
     """Every sampling call on a worker exits its process, as a segfault would."""
     fail_to_start: bool = False
@@ -42,11 +45,18 @@ class Observable(Sinusoid):
             markers = Path(self.marker_dir)
             count = sum(1 for _ in markers.glob(f"started-{os.getpid()}-*"))
             (markers / f"started-{os.getpid()}-{count}").touch()
-            if self.stall_s:
-                try:
-                    os.close(os.open(markers / "stalled", os.O_CREAT | os.O_EXCL))
-                    time.sleep(self.stall_s)
-                except FileExistsError:
-                    pass
+            if self.stall_s and _first(markers / "stalled"):
+                time.sleep(self.stall_s)
+            if self.fail_once and _first(markers / "failed"):
+                raise ValueError("sample: a bug in the family")
         time.sleep(self.delay_s)
         return super().sample(rngs, split)
+
+
+def _first(marker: Path) -> bool:
+    """True for the one call (of every process) that creates `marker`."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False

@@ -17,6 +17,7 @@ import numpy as np
 
 from distmeta.errors import UserError
 from distmeta.runners import ShardRunner
+from distmeta.runtime import reduce
 
 if TYPE_CHECKING:
     from distmeta.experiment import Experiment
@@ -37,6 +38,11 @@ class Executor(Protocol):
         were re-run after losing their worker. `context` names the calls in messages."""
         ...
 
+    def map_sum(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[tuple, int]:
+        """`reduce.add_results` of `map`'s results (each a shard's `(gradient, tasks,
+        metric sums)`), added in the one order `reduce` defines, and the re-run count."""
+        ...
+
     def close(self) -> None:
         ...
 
@@ -54,6 +60,9 @@ class InProcess:
 
     def map(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[list, int]:
         return [getattr(self.runner, method)(*call) for call in calls], 0
+
+    def map_sum(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[tuple, int]:
+        return reduce.add_results(self.map(method, calls, context)[0]), 0
 
     def close(self) -> None:
         self.runner.close()

@@ -3,8 +3,9 @@
 Per meta-iteration the meta-parameters travel as one flat numpy vector (cheap to
 serialise), shared once with every worker (`Executor.share`). Each worker samples and
 adapts to the tasks of its shard on its own device and returns
-`(grad_sum, n_tasks, metric_sums)`. The learner sums the shards in shard order (a shard
-re-run after a fault gives the same bits, see `pool.py`), takes the task-weighted mean,
+`(grad_sum, n_tasks, metric_sums)`. The shards are added in the one order of `reduce.py`
+(on the cluster for large models; a shard re-run after a fault gives the same bits, see
+`pool.py`); the learner takes the task-weighted mean,
 clips, steps its outer optimiser and reports a metrics line.
 
     learner = MetaLearner(load_config("sinusoid-maml"), out_dir="runs/sine")
@@ -138,11 +139,9 @@ class MetaLearner:
         shards = split_shards(config.meta_batch_size, max(config.num_workers, 1))
         extra = () if sampling_meta is None else (sampling_meta,)
         calls = [(meta, self.iteration, s, *extra) for s in shards]
-        results, reissued = self.executor.map("meta_grad", calls, f"iteration {self.iteration + 1}")
-
-        n_tasks = sum(n for _, n, _ in results)
-        grad = torch.from_numpy(sum(g for g, _, _ in results) / n_tasks)
-        sums = {k: sum(m[k] for _, _, m in results) for k in results[0][2]}
+        (grad_sum, n_tasks, sums), reissued = self.executor.map_sum("meta_grad", calls,
+                                                                    f"iteration {self.iteration + 1}")
+        grad = torch.from_numpy(grad_sum / n_tasks)
         grad_norm = float(torch.linalg.vector_norm(grad))
         if not math.isfinite(grad_norm):
             raise DivergedError(
@@ -232,7 +231,9 @@ class MetaLearner:
     def _on_worker_event(self, event: dict) -> None:
         """Every worker event goes to events.jsonl; a loss or a replacement also to the log."""
         event = {"iterations_done": self.iteration, **event}
-        if event["event"] != "worker_started":
+        if event["worker"] is None:  # about a shard, not a worker
+            logger.info("%s", event["detail"])
+        elif event["event"] != "worker_started":
             where = f"node {event['node'][:8]}, pid {event['pid']}" if event["pid"] else "starting"
             logger.info("worker %s (%s): %s", event["worker"], where, event["detail"])
         if self.run_dir is not None:
