@@ -18,13 +18,8 @@ from __future__ import annotations
 import socket
 import threading
 import traceback
-from multiprocessing.connection import (
-    AuthenticationError,
-    Connection,
-    Listener,
-    answer_challenge,
-    deliver_challenge,
-)
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 
 import ray
 
@@ -72,6 +67,7 @@ def _answer(runner, listener: Listener) -> None:
                 seq, method, args = conn.recv()
             except (EOFError, OSError):
                 return
+            reply: tuple
             try:
                 reply = (seq, "ok", getattr(runner, method)(*args), None)
             except Exception as exc:  # noqa: BLE001 - the shard's own error, raised on the learner
@@ -85,8 +81,8 @@ def _answer(runner, listener: Listener) -> None:
 
 
 class Channel:
-    """The learner's end of one worker's channel: `send` a call, `receive` its reply.
-    `multiprocessing.connection.wait` takes it (it has a `fileno`)."""
+    """The learner's end of one worker's channel: `send` a call, `receive` its reply;
+    `multiprocessing.connection.wait` takes its `fileno()`."""
 
     def __init__(self, address: tuple, authkey: bytes):
         sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -26,7 +26,7 @@ from ray.exceptions import ObjectLostError, RayActorError, RayError
 
 from distmeta.errors import RunError
 from distmeta.runtime import reduce
-from distmeta.runtime.worker import WorkerLostError, first_line
+from distmeta.runtime.worker import Worker, WorkerLostError, first_line
 
 if TYPE_CHECKING:
     from distmeta.runtime.pool import WorkerPool
@@ -48,9 +48,10 @@ def add_on_cluster(pool: WorkerPool, method: str, calls: Sequence[tuple], contex
     attempts = 2 * pool.max_attempts  # a lost node may fail one attempt per worker on it, then its gradients
     for _ in range(attempts):
         partials, input_lost = [], False
-        for ref, slot in _start_groups(pool, [leaves[i][0] for i in range(len(calls))], where):
+        for todo, slot in _start_groups(pool, [leaves[i][0] for i in range(len(calls))], where):
             try:
-                partials.append(ray.get(ref))
+                got = ray.get(todo)
+                partials.append(reduce.add_in_order(got) if isinstance(todo, list) else got)
             except RayError as exc:
                 if isinstance(exc, ObjectLostError) or isinstance(getattr(exc, "cause", None), ObjectLostError):
                     input_lost = True
@@ -74,11 +75,12 @@ def add_on_cluster(pool: WorkerPool, method: str, calls: Sequence[tuple], contex
 
 
 def _start_groups(pool: WorkerPool, grads: list, where: dict[int, str]) -> list[tuple]:
-    """Per group: a reference to its sum and the worker adding it (None: a lone shard's
-    gradient itself). A group goes to a ready worker on the node that computed most of it,
+    """Per group, what to `ray.get` and the worker adding it: a reference to its sum; a lone
+    shard's gradient (no worker); or, with no worker ready, the group's gradients for the
+    learner to add. A group goes to a ready worker on the node that computed most of it,
     else to any ready worker."""
     ready = pool.ready_slots()
-    started = []
+    started: list[tuple[Any, Worker | None]] = []
     for g, (lo, hi) in enumerate(reduce.group_bounds(len(grads))):
         if hi - lo == 1:
             started.append((grads[lo], None))
@@ -86,8 +88,8 @@ def _start_groups(pool: WorkerPool, grads: list, where: dict[int, str]) -> list[
         nodes = [where[i] for i in range(lo, hi)]
         home = max(nodes, key=nodes.count)
         candidates = [s for s in ready if s.node == home] or ready
-        if not candidates:  # no worker is up: the learner brings the group in itself
-            started.append((ray.put(reduce.add_in_order(ray.get(grads[lo:hi]))), None))
+        if not candidates:
+            started.append((grads[lo:hi], None))
             continue
         slot = candidates[g % len(candidates)]
         started.append((slot.actor.__ray_call__.remote(_add_on_worker, *grads[lo:hi]), slot))

@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait as wait_channels
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -120,12 +120,12 @@ class WorkerPool:
         return [s for s in self._slots if s.ready]
 
     def run(self, method: str, calls: Sequence[tuple], indices, context: str, keep_gradients: bool,
-            where: dict[int, str] | None = None) -> tuple[dict[int, object], int]:
+            where: dict[int, str] | None = None) -> tuple[dict[int, Any], int]:
         """The results of calls `indices`, by index; with `keep_gradients` a Ray call's
         gradient (its result's first item) stays in Ray's store and its reference is
         returned in its place. `where` receives the node of each call's worker."""
         reissued = 0
-        results: dict[int, object] = {}
+        results: dict[int, Any] = {}
         queue = list(indices)
         attempts = [0] * len(calls)
         running: dict[object, Call] = {}  # by its Ray reference or its slot's channel
@@ -141,7 +141,9 @@ class WorkerPool:
                 channels = [key for key in running if isinstance(key, Channel)]
                 refs = [key for key in running if not isinstance(key, Channel)]
                 if channels:
-                    answered = wait_channels(channels, timeout=MIXED_POLL_S if refs else POLL_S)
+                    by_fd = {ch.fileno(): ch for ch in channels}
+                    readable = wait_channels(list(by_fd), MIXED_POLL_S if refs else POLL_S)
+                    answered = [by_fd[cast(int, fd)] for fd in readable]
                     done = ray.wait(refs + list(starting), num_returns=len(refs) + len(starting),
                                     timeout=0)[0] if refs or starting else []
                 else:
