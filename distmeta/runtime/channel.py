@@ -1,8 +1,8 @@
 """The direct channel from the learner to one worker, for calls too small for Ray's per-call
 cost.
 
-A Ray actor call costs about 2 ms round trip on a 2-core machine, against a 7 ms sinusoid
-step; this channel costs about 0.15 ms. It is a `multiprocessing.connection` socket that a
+A Ray actor call costs about 1.6 ms round trip on a 2-core machine, against a 7 ms sinusoid
+step; this channel costs about 0.14 ms (benchmarks/call_latency.py). It is a `multiprocessing.connection` socket that a
 thread in the worker serves, one call at a time, after a challenge with a key only the
 learner and the worker hold (whoever fails it is dropped before anything is unpickled).
 Ray still places, starts, kills and replaces the workers; the pool sends a call here when
