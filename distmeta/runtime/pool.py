@@ -155,11 +155,12 @@ class WorkerPool:
                 for ref in done:
                     if ref in starting:
                         self._finish_start(starting[ref])
-                returned = [running[ref] for ref in done if ref in running]
-                fetched = _fetch([ref for call in returned for ref in call.fetch])
+                returned = [ref for ref in done if ref in running]
+                fetched = iter(_fetch([ref for key in returned for ref in running[key].fetch]))
                 finished = []
-                for key, call in zip([ref for ref in done if ref in running], returned):
-                    parts, fetched = fetched[:len(call.fetch)], fetched[len(call.fetch):]
+                for key in returned:
+                    call = running[key]
+                    parts = [next(fetched) for _ in call.fetch]
                     lost = next((lost for _, lost in parts if lost is not None), None)
                     values = [value for value, _ in parts]
                     finished.append((key, (values[0] if call.stored is None else (call.stored, *values), lost)))
@@ -295,6 +296,8 @@ class WorkerPool:
 def _fetch(refs: list) -> list[tuple[object, BaseException | None]]:
     """(value, None) or (None, the worker's loss) per ref; one `ray.get` when none is lost.
     An exception raised by the call's own code propagates."""
+    if not refs:  # only channel calls answered: no Ray round trip
+        return []
     try:
         return [(value, None) for value in ray.get(refs)]
     except WORKER_LOST:
