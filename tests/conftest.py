@@ -19,6 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 # read it), so runs do not depend on what an earlier session left in ~/.cache. Set before
 # any Ray or subprocess starts, which inherit it.
 os.environ["DISTMETA_CACHE_DIR"] = tempfile.mkdtemp(prefix="distmeta-test-cache-")
+# Ray's files (sessions, sockets, and `ray_current_cluster`, which a `Cluster` writes and a
+# bare `ray.init()` connects to) in a folder of this process's own, so that test processes
+# run side by side (`pytest -n 2`) never join each other's Ray. Short: socket paths are
+# limited to 107 bytes.
+os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="dmray-", dir="/tmp")
 
 
 def pytest_collection_modifyitems(items):

@@ -45,9 +45,10 @@ def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local,
     reference = train(observable_config(iterations=8))
     markers = tmp_path / "markers"
     markers.mkdir()
-    # 0.5 s a shard: the replacement has time to start (~2 s) before the run ends.
+    # 0.5 s a shard: the replacement has time to start (~2 s) before the run ends. The
+    # timeout leaves a healthy shard 12x its time: other test processes may share the CPUs.
     config = observable_config(iterations=8, marker_dir=str(markers), stall_s=120, delay_s=0.5,
-                               runtime={"shard_timeout_s": 3})
+                               runtime={"shard_timeout_s": 6})
     start = time.monotonic()
     params = train(config, tmp_path / "run")
     assert time.monotonic() - start < 60  # the stalled worker was not waited for
@@ -57,7 +58,7 @@ def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local,
     assert [line["shards_reissued"] for line in lines] == [1] + [0] * 7
     assert lines[-1]["workers"] == 2  # the replacement joined
     lost = [e for e in read_jsonl(tmp_path / "run" / "events.jsonl") if e["event"] == "worker_lost"]
-    assert len(lost) == 1 and "past runtime.shard_timeout_s (3 s)" in lost[0]["detail"]
+    assert len(lost) == 1 and "past runtime.shard_timeout_s (6 s)" in lost[0]["detail"]
 
 
 def test_the_automatic_timeout_waits_for_the_first_shards_then_scales_with_them(ray_local):
