@@ -10,7 +10,8 @@
     # Env steps per second of meta-training with 1 and 2 Ray workers (median over iterations):
     python3 benchmarks/meta_rl.py throughput nav2d-maml --workers 1 2 --iterations 12
 
-    # One worker's env steps per second, config variants round-robin in this process:
+    # One worker's env steps per second, config variants round-robin in this process (with
+    # --sampling, each variant's sampling alone too):
     python3 benchmarks/meta_rl.py worker nav2d-maml --compare task.vectorized=true task.vectorized=false
 
 Every policy is adapted by the same code (`RLShardRunner.sample_adaptation`, the inner step
@@ -157,6 +158,8 @@ def worker_rate(args) -> dict:
         env = next(iter(variants.values()))[0].family.make_env().unwrapped
         raw = (mujoco, env.model, env.data, env.frame_skip)
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    if args.sampling:
+        rates.update({f"{name}: sampling only": [] for name in variants})
     if raw:
         rates["raw mj_step x frame_skip"] = []
     first: dict[str, tuple] = {}
@@ -169,6 +172,10 @@ def worker_rate(args) -> dict:
             first.setdefault(name, (grad, metrics["env_steps"]))
             if r:
                 rates[name].append(metrics["env_steps"] / wall)
+            if args.sampling:
+                steps, wall = sampling_time(runner, flat, r, args.tasks)
+                if r:
+                    rates[f"{name}: sampling only"].append(steps / wall)
         if raw and r:
             mujoco, model, data, frame_skip = raw
             steps = int(statistics.median(rates[next(iter(variants))][-1:]) * 0.2) or 1000
@@ -186,6 +193,21 @@ def worker_rate(args) -> dict:
     out["ratio_to_first_per_round_median"] = {
         n: statistics.median(a / b for a, b in zip(v, rates[base])) for n, v in rates.items()}
     return out
+
+
+def sampling_time(runner: RLShardRunner, flat: np.ndarray, iteration: int, n_tasks: int) -> tuple[float, float]:
+    """Env steps and seconds of one `TrajectorySampler.rollout` of the meta-policy over a
+    shard of `n_tasks` training tasks (`rl.episodes_per_task` episodes each): the sampling
+    that `meta_grad` does once before and once after each inner step, alone."""
+    from distmeta.tasks import train_task_rng
+
+    rngs = [train_task_rng(runner.config.seed, iteration, i) for i in range(n_tasks)]
+    tasks = [runner.family.sample_task(rng, "train") for rng in rngs]
+    params = [runner.layout.from_numpy(flat)] * n_tasks
+    start = time.perf_counter()
+    batches = runner.sampler.rollout(params, tasks, rngs, runner.config.rl.episodes_per_task)
+    wall = time.perf_counter() - start
+    return float(sum(b["mask"].sum() for b in batches)), wall
 
 
 def main(argv=None) -> int:
@@ -220,6 +242,8 @@ def main(argv=None) -> int:
     w.add_argument("--tasks", type=int, default=10, help="tasks in the worker's shard")
     w.add_argument("--rounds", type=int, default=5)
     w.add_argument("--raw-mujoco", action="store_true", help="also time bare mj_step (MuJoCo envs)")
+    w.add_argument("--sampling", action="store_true",
+                   help="also time each variant's sampling alone (one rollout of the shard)")
     w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     w.add_argument("--json-out")
     args = parser.parse_args(argv)

@@ -47,15 +47,21 @@ class _MLPPolicy(nn.Module):
             x = torch.tanh(F.linear(x, params[f"body.{2 * i}.weight"], params[f"body.{2 * i}.bias"]))
         return F.linear(x, params["head.weight"], params["head.bias"])
 
-    def out_tasks(self, params: Params, obs: Tensor) -> Tensor:
-        """`out` for several tasks at once: parameters stacked on a leading task axis, `obs`
-        (tasks, n, obs_dim); one batched matmul per layer, each task's slice computed from
-        that task's parameters and observations alone."""
+    def task_layers(self, params: Params) -> list[tuple[Tensor, Tensor]]:
+        """The layers of several tasks (parameters stacked on a leading task axis) as
+        `out_tasks` takes them: (bias (tasks, 1, out), weight transposed (tasks, in, out))."""
+        names = [f"body.{2 * i}" for i in range(self.n_hidden)] + ["head"]
+        return [(params[f"{n}.bias"].unsqueeze(1), params[f"{n}.weight"].transpose(1, 2)) for n in names]
+
+    def out_tasks(self, layers: list[tuple[Tensor, Tensor]], obs: Tensor) -> Tensor:
+        """`out` for several tasks at once, `layers` from `task_layers`, `obs` (tasks, n,
+        obs_dim): one batched matmul per layer, each task's slice computed from that task's
+        parameters and observations alone."""
         x = obs
-        for i in range(self.n_hidden):
-            x = torch.tanh(torch.baddbmm(params[f"body.{2 * i}.bias"].unsqueeze(1), x,
-                                         params[f"body.{2 * i}.weight"].transpose(1, 2)))
-        return torch.baddbmm(params["head.bias"].unsqueeze(1), x, params["head.weight"].transpose(1, 2))
+        for bias, weight in layers[:-1]:
+            x = torch.tanh(torch.baddbmm(bias, x, weight))
+        bias, weight = layers[-1]
+        return torch.baddbmm(bias, x, weight)
 
 
 class GaussianMLPPolicy(_MLPPolicy):
@@ -75,16 +81,25 @@ class GaussianMLPPolicy(_MLPPolicy):
     def sample(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
         return self.out(params, obs) + params["log_std"].exp() * noise
 
-    def sample_tasks(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
-        """`sample` for several tasks at once (see `out_tasks`)."""
-        return self.out_tasks(params, obs) + params["log_std"].exp().unsqueeze(1) * noise
+    def task_noise(self, params: Params, noise: Tensor) -> Tensor:
+        """Noise `(tasks, ...)` of several tasks as `action_from` adds it to the network's
+        output: scaled by each task's standard deviation, once for a whole rollout."""
+        std = params["log_std"].exp()
+        return std.reshape(std.shape[0], *[1] * (noise.dim() - 2), std.shape[-1]) * noise
+
+    def action_from(self, out: Tensor, task_noise: Tensor) -> Tensor:
+        return out + task_noise
 
     def mode(self, params: Params, obs: Tensor) -> Tensor:
         return self.out(params, obs)
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
-        mean, log_std = self.out(params, obs), params["log_std"]
-        z = (actions - mean) * torch.exp(-log_std)
+        return self.log_prob_of(params, self.out(params, obs), actions)
+
+    def log_prob_of(self, params: Params, out: Tensor, actions: Tensor) -> Tensor:
+        """`log_prob` from the network's output `out` for these observations."""
+        log_std = params["log_std"]
+        z = (actions - out) * torch.exp(-log_std)
         return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
 
 
@@ -104,15 +119,22 @@ class CategoricalMLPPolicy(_MLPPolicy):
     def sample(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
         return (self.out(params, obs) + noise).argmax(-1)
 
-    def sample_tasks(self, params: Params, obs: Tensor, noise: Tensor) -> Tensor:
-        """`sample` for several tasks at once (see `out_tasks`)."""
-        return (self.out_tasks(params, obs) + noise).argmax(-1)
+    def task_noise(self, params: Params, noise: Tensor) -> Tensor:
+        """Noise of several tasks as `action_from` adds it (Gumbel noise is used as is)."""
+        return noise
+
+    def action_from(self, out: Tensor, task_noise: Tensor) -> Tensor:
+        return (out + task_noise).argmax(-1)
 
     def mode(self, params: Params, obs: Tensor) -> Tensor:
         return self.out(params, obs).argmax(-1)
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
-        logp = torch.log_softmax(self.out(params, obs), -1)
+        return self.log_prob_of(params, self.out(params, obs), actions)
+
+    def log_prob_of(self, params: Params, out: Tensor, actions: Tensor) -> Tensor:
+        """`log_prob` from the network's output `out` (the logits) for these observations."""
+        logp = torch.log_softmax(out, -1)
         return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
 

@@ -62,52 +62,58 @@ class TrajectorySampler:
         obs_np, _ = vec.reset(seed=reset_seeds)  # type: ignore[arg-type]  # one seed per env
 
         n_envs = n_tasks * episodes
-        obs = torch.zeros(n_envs, horizon, *obs_np.shape[1:])
+        # Step-major buffers: each step writes one contiguous row.
+        obs = torch.zeros(horizon, n_envs, *obs_np.shape[1:])
+        outs: list[Tensor] = []
         actions: list[Tensor] = []
-        rewards = np.zeros((n_envs, horizon))
-        mask = np.zeros((n_envs, horizon))
+        rewards = np.zeros((horizon, n_envs))
+        mask = np.zeros((horizon, n_envs))
         alive = np.ones(n_envs, dtype=bool)
         steps = horizon
         reward: np.ndarray
         terminated: np.ndarray
         truncated: np.ndarray
         # One batched forward per step for every task's episodes, each task under its own
-        # parameters (stacked on a task axis).
+        # parameters (stacked on a task axis); the noise, scaled for each task once.
         stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
-        noise = torch.stack(noises)  # (tasks, T, E, ...)
+        layers = policy.task_layers(stacked)
+        noise = policy.task_noise(stacked, torch.stack(noises)).transpose(0, 1).contiguous()  # (T, tasks, E, ...)
+        low, high = ((torch.from_numpy(self._low), torch.from_numpy(self._high))
+                     if self._low is not None and self._high is not None else (None, None))
         with torch.no_grad():
             for t in range(horizon):
-                obs[:, t] = torch.from_numpy(np.asarray(obs_np, dtype=np.float32))
-                act = policy.sample_tasks(stacked, obs[:, t].reshape(n_tasks, episodes, -1), noise[:, t])
+                obs[t] = torch.from_numpy(np.asarray(obs_np, dtype=np.float32))
+                out = policy.out_tasks(layers, obs[t].view(n_tasks, episodes, -1))
+                act = policy.action_from(out, noise[t])
                 act = act.reshape(n_envs, *act.shape[2:])
+                outs.append(out)
                 actions.append(act)
-                env_act = act.numpy()
-                if self._low is not None:  # the env sees bounded actions; log-probs use act
-                    env_act = np.clip(env_act, self._low, self._high)
+                # The env sees bounded actions; log-probabilities use act.
+                env_act = (act if low is None else torch.clamp(act, low, high)).numpy()
                 obs_np, reward, terminated, truncated, _ = vec.step(env_act)
-                rewards[:, t] = reward * alive
-                mask[:, t] = alive
+                np.multiply(reward, alive, out=rewards[t])
+                mask[t] = alive
                 alive &= ~(terminated | truncated)
                 if not alive.any():
                     steps = t + 1
                     break
-        acts = torch.stack(actions, 1)
-        if steps < horizon:  # keep every batch (E, T): tasks are stacked for vmap
-            acts = torch.cat([acts, torch.zeros(n_envs, horizon - steps, *acts.shape[2:],
-                                                dtype=acts.dtype)], 1)
-        out = []
+        # Back to (envs, T, ...), the steps after an early end zero (every batch keeps
+        # (E, T): tasks are stacked for vmap).
+        obs = obs.transpose(0, 1).contiguous()
+        acts = torch.zeros(n_envs, horizon, *actions[0].shape[1:], dtype=actions[0].dtype)
+        acts[:, :steps] = torch.stack(actions, 1)
+        out_all = torch.zeros(n_tasks, episodes, horizon, *outs[0].shape[2:])
+        out_all[:, :, :steps] = torch.stack(outs, 2)
+        rewards_t = torch.from_numpy(rewards.T.copy()).float()
+        mask_t = torch.from_numpy(mask.T.copy()).float()
+        batches = []
         for i in range(n_tasks):
             part = slice(i * episodes, (i + 1) * episodes)
-            batch = {
-                "obs": obs[part],
-                "actions": acts[part],
-                "rewards": torch.from_numpy(rewards[part]).float(),
-                "mask": torch.from_numpy(mask[part]).float(),
-            }
-            with torch.no_grad():
-                batch["logp_old"] = policy.log_prob(params[i], batch["obs"], batch["actions"])
-            out.append(batch)
-        return out
+            batch = {"obs": obs[part], "actions": acts[part], "rewards": rewards_t[part], "mask": mask_t[part]}
+            # From the sampling forward's own outputs: no second pass over the episodes.
+            batch["logp_old"] = policy.log_prob_of(params[i], out_all[i], batch["actions"])
+            batches.append(batch)
+        return batches
 
     def close(self) -> None:
         if self._vector_env is not None:

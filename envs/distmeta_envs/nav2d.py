@@ -92,7 +92,12 @@ class Nav2DVector(gym.vector.VectorEnv):
         """One task per environment, each checked as :meth:`Nav2D.set_task` checks it."""
         if len(tasks) != self.num_envs:
             raise ValueError(f"Nav2DVector.set_tasks: got {len(tasks)} tasks; expected {self.num_envs}")
-        self._goal[:] = [Nav2D.validate_task(task)["goal"] for task in tasks]
+        # A sampler passes each task once per episode (the same dict): check each once.
+        goals: dict[int, list[float]] = {}
+        for task in tasks:
+            if id(task) not in goals:
+                goals[id(task)] = Nav2D.validate_task(task)["goal"]
+        self._goal[:] = [goals[id(task)] for task in tasks]
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
         # Per-environment seeds change nothing: every episode starts at the origin.
@@ -106,8 +111,8 @@ class Nav2DVector(gym.vector.VectorEnv):
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, 2):
             raise ValueError(f"Nav2DVector.step: actions of shape {actions.shape}; expected ({self.num_envs}, 2)")
-        restarting = self._ended.copy()
-        self._pos += np.clip(actions, -_MAX_STEP, _MAX_STEP).astype(np.float32)
+        restarting = self._ended  # replaced, never changed in place, below
+        self._pos += np.minimum(np.maximum(actions, -_MAX_STEP), _MAX_STEP).astype(np.float32)
         self._steps += 1
         error = self._pos.astype(np.float64) - self._goal
         reward = -np.sqrt(error[:, 0] * error[:, 0] + error[:, 1] * error[:, 1])
@@ -118,5 +123,5 @@ class Nav2DVector(gym.vector.VectorEnv):
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = (self._steps >= self.max_episode_steps if self.max_episode_steps is not None
                      else np.zeros(self.num_envs, dtype=bool))
-        self._ended = truncated.copy()
+        self._ended = truncated.copy()  # the caller may change the array it gets
         return self._pos.copy(), reward, terminated, truncated, {}

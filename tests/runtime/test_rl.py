@@ -49,6 +49,25 @@ def test_a_tasks_episodes_do_not_depend_on_its_shard_mates():
     assert not torch.equal(alone["rewards"], other["rewards"])
 
 
+@pytest.mark.parametrize("env", ["distmeta/Nav2D-v0", "distmeta/CartPoleParams-v0"])
+def test_logp_old_is_each_tasks_policy_log_prob_of_its_sampled_actions(env):
+    """The sampler takes `logp_old` from its own batched forward: it must be what the task's
+    policy gives the sampled actions afresh (to float rounding), Gaussian and categorical,
+    each task under its own parameters, episodes that end early included."""
+    runner = build_experiment(nav_config(f"task.env={env}", "task.horizon=60")).make_runner()
+    meta = {k: v.detach() for k, v in runner.policy.named_parameters()}
+    params = [{k: v + 0.1 * i for k, v in meta.items()} for i in range(3)]
+    rngs = [train_task_rng(0, 0, i) for i in range(3)]
+    tasks = [runner.family.sample_task(r, "train") for r in rngs]
+    batches = runner.sampler.rollout(params, tasks, rngs, 4)
+    for p, batch in zip(params, batches):
+        live = batch["mask"].bool()
+        fresh = runner.policy.log_prob(p, batch["obs"], batch["actions"])
+        torch.testing.assert_close(batch["logp_old"][live], fresh[live], rtol=1e-5, atol=1e-5)
+    if env == "distmeta/CartPoleParams-v0":
+        assert not bool(batches[0]["mask"].all())  # some pole fell: the masked tail was exercised
+
+
 def test_nav2ds_native_vector_env_samples_the_episodes_of_one_env_per_episode():
     runners = [build_experiment(nav_config(f"task.vectorized={flag}")).make_runner() for flag in (True, False)]
     assert [type(r.sampler.vector_env(6)).__name__ for r in runners] == ["Nav2DVector", "_EnvPerEpisode"]
