@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Omniglot's resized-image cache: one per test session (the first load decodes, the rest
 # read it), so runs do not depend on what an earlier session left in ~/.cache. Set before
-# any Ray or subprocess starts, which inherit it.
-os.environ["DISTMETA_CACHE_DIR"] = tempfile.mkdtemp(prefix="distmeta-test-cache-")
+# any Ray or subprocess starts, which inherit it; pytest-xdist's worker processes keep the
+# folder their controller made, so that the session decodes once.
+if not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("DISTMETA_CACHE_DIR")):
+    os.environ["DISTMETA_CACHE_DIR"] = tempfile.mkdtemp(prefix="distmeta-test-cache-")
 # Ray's files (sessions, sockets, and `ray_current_cluster`, which a `Cluster` writes and a
 # bare `ray.init()` connects to) in a folder of this process's own, so that test processes
 # run side by side (`pytest -n 2`) never join each other's Ray. Short: socket paths are

@@ -115,15 +115,16 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
     ``benchmark_seed`` fixes the goal variations (None draws new ones per instance). Building
     the benchmark takes seconds; with a seed it is built once per process and shared.
 
-    As in ML10 the skill and goal are hidden from the observation. Observation (39 numbers; the
-    union of the skills' bounds, which are equal in metaworld 3.1.1), action (Box(-1, 1, (4,)))
+    As in ML10 the skill and goal are hidden from the observation. Observation (39 numbers, with
+    the skills' bounds, which are equal in metaworld 3.1.1), action (Box(-1, 1, (4,)))
     and reward are Meta-World's; info is Meta-World's plus ``info["skill"]``, the episode's skill
     name (e.g. ``"push-v3"``), in reset and step. ``distmeta/MetaWorldML10-v0`` truncates at
     Meta-World's horizon, 500 steps.
 
-    One Meta-World env per skill of the split is built at construction; ``set_task`` sets the
-    task on its skill's env, which becomes the active one at the next ``reset`` (a task takes
-    effect at reset, as in Meta-World and :class:`MetaWorldML1`).
+    One Meta-World env per skill of the split, each built when a task of its skill is first set
+    (about 0.2 s each; an episode's env rarely needs all ten); ``set_task`` sets the task on its
+    skill's env, which becomes the active one at the next ``reset`` (a task takes effect at
+    reset, as in Meta-World and :class:`MetaWorldML1`).
     """
 
     # For the train split; an instance narrows task_keys to its split's range.
@@ -146,22 +147,40 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
                                f"over {_ML10_SKILLS[split]} skills (the version pinned is 3.1.1)")
         self.task_keys = (TaskKey("task_index", low=0, high=len(self._tasks) - 1, integer=True),)
         self.split = split
-        self._envs = {name: classes[name](render_mode=render_mode) for name in self.skill_names}
-        first = self._envs[self.skill_names[0]]
-        for name, env in self._envs.items():
-            if env.action_space != first.action_space or env.observation_space.shape != (39,):
-                raise RuntimeError(f"MetaWorldML10: skill {name} has action space {env.action_space} and "
-                                   f"observation shape {env.observation_space.shape}; expected "
-                                   f"{first.action_space} and (39,) like {self.skill_names[0]}")
         self.render_mode = render_mode
+        # A skill's env is built when a task first needs it (building one takes about 0.2 s,
+        # and an episode's env rarely sees all ten); the seed of the latest seeded reset goes
+        # to a late-built env too, so it starts where an env built up front would.
+        self._classes = classes
+        self._seed: int | None = None
+        self._envs: dict[str, Any] = {}
+        first = self._skill_env(self.skill_names[0])
         self.metadata = first.metadata
         self.action_space = first.action_space
-        spaces = [env.observation_space for env in self._envs.values()]
-        self.observation_space = gym.spaces.Box(np.minimum.reduce([s.low for s in spaces]),
-                                                np.maximum.reduce([s.high for s in spaces]), dtype=np.float64)
+        self.observation_space = gym.spaces.Box(first.observation_space.low, first.observation_space.high,
+                                                dtype=np.float64)
         self._env = self._next_env = first  # the episode's env, and the one the next reset starts
         self._skill = self._next_skill = self.skill_names[0]
         self.set_task(task if task is not None else self.default_task())
+
+    def _skill_env(self, name: str):
+        env = self._envs.get(name)
+        if env is not None:
+            return env
+        env = self._classes[name](render_mode=self.render_mode)
+        # Guards the spaces documented above against a metaworld release whose skills differ.
+        first = self._envs.get(self.skill_names[0], env)
+        space = env.observation_space
+        if (env.action_space != first.action_space or space.shape != (39,)
+                or not (np.array_equal(space.low, first.observation_space.low)
+                        and np.array_equal(space.high, first.observation_space.high))):
+            raise RuntimeError(f"MetaWorldML10: skill {name} has action space {env.action_space} and "
+                               f"observation space {space}; expected those of {self.skill_names[0]}, "
+                               f"39 numbers (the version pinned is 3.1.1)")
+        if self._seed is not None:
+            env.seed(self._seed)
+        self._envs[name] = env
+        return env
 
     def set_task(self, task: dict) -> None:
         super().set_task(self._validate_for_split(task))
@@ -180,14 +199,16 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
     def _apply_task(self, task: dict) -> None:
         mw_task = self._tasks[task["task_index"]]
         self._next_skill = mw_task.env_name
-        self._next_env = self._envs[mw_task.env_name]
+        self._next_env = self._skill_env(mw_task.env_name)
         self._next_env.set_task(mw_task)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if seed is not None:
             # Meta-World's reset ignores its seed argument; its own seed() is the way in. Every
-            # skill's env, so later episodes on other skills are reproducible too.
+            # skill's env (those built later too), so later episodes on other skills are
+            # reproducible too.
+            self._seed = seed
             for env in self._envs.values():
                 env.seed(seed)
         self._env, self._skill = self._next_env, self._next_skill

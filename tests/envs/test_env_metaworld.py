@@ -179,6 +179,28 @@ def test_ml10_same_benchmark_seed_same_tasks_across_instances(ml10):
 
 
 @pytest.mark.slow
+def test_ml10_a_skills_env_built_at_its_first_task_runs_the_episode_of_one_built_before(ml10):
+    """Skill envs are built when a task of theirs is first set: push's env built late (after
+    a seeded reset on reach) gives the episode of a push env built before that reset."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (20, 4)).astype(np.float32)
+    late = gym.make(ML10, benchmark_seed=0, **QUIET)
+    late.unwrapped.set_task({"task_index": 0})
+    late.reset(seed=3)
+    early = gym.make(ML10, benchmark_seed=0, **QUIET)
+    early.unwrapped.set_task({"task_index": 53})
+    early.unwrapped.set_task({"task_index": 0})
+    early.reset(seed=3)
+    episodes = []
+    for env in (late, early):
+        env.unwrapped.set_task({"task_index": 53})
+        obs, info = env.reset()
+        assert info["skill"] == "push-v3"
+        episodes.append([obs] + [env.step(a)[0] for a in actions])
+        env.close()
+    np.testing.assert_array_equal(np.array(episodes[0]), np.array(episodes[1]))
+
+
+@pytest.mark.slow
 def test_ml10_full_episodes_across_skills(ml10):
     zero = np.zeros(4, dtype=np.float32)
     for index in (10, 210, 10):  # back to a skill whose env already ran to the horizon
