@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from PIL import Image
 from distmeta.errors import ConfigError, UserError
 from distmeta.fileio import atomic_write
 from distmeta.tasks.episodes import EpisodeFamily
+from distmeta_envs.cache import cache_folder
 
 SIDE = 105
 """Height and width of an original Omniglot image."""
@@ -134,16 +134,14 @@ def cache_file(sources: list[Path], image_size: int) -> Path | None:
     sources' paths, sizes and modification times and the image size, in
     `$DISTMETA_CACHE_DIR` (empty: no cache), else `$XDG_CACHE_HOME/distmeta`, else
     `~/.cache/distmeta`. None for extracted folders, which are not cached."""
-    folder = os.environ.get("DISTMETA_CACHE_DIR")
-    if folder is None:
-        folder = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distmeta")
-    if not folder or not all(p.is_file() for p in sources):
+    folder = cache_folder()
+    if folder is None or not all(p.is_file() for p in sources):
         return None
     key = hashlib.sha1()
     for path in sources:
         stat = path.stat()
         key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
-    return Path(folder) / f"omniglot-{image_size}-{key.hexdigest()[:16]}.npy"
+    return folder / f"omniglot-{image_size}-{key.hexdigest()[:16]}.npy"
 
 
 def read_omniglot_pngs(root: str | Path) -> tuple[np.ndarray, np.ndarray]:

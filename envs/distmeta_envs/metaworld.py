@@ -6,13 +6,16 @@ mujoco 3.3.0).
 """
 from __future__ import annotations
 
+import base64
 import functools
-from typing import Any
+import json
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
 from distmeta_envs.base import TaskKey, TaskSettableEnv
+from distmeta_envs.cache import read_cached, write_cached
 
 # metaworld builds this many goal variations per skill and split (its private _N_GOALS).
 _N_TASKS = 50
@@ -32,11 +35,53 @@ def _import_metaworld(family: str):
 
 @functools.lru_cache(maxsize=4)
 def _seeded_ml10(seed: int):
-    """metaworld.ML10(seed), built once per process: building it (resetting each of its 15 skills
-    50 times to draw goals) takes seconds, and its task lists are immutable."""
+    """metaworld.ML10(seed): its skills' classes and task lists. Building it (resetting each of
+    its 15 skills 50 times to draw goals) takes over ten seconds in every process that needs
+    it (the learner, each Ray worker, each replacement); its task lists never change for a
+    metaworld release and seed, so the first process keeps them in distmeta's cache folder
+    (`distmeta_envs.cache`) and later ones read them there."""
     import metaworld
 
-    return metaworld.ML10(seed=seed)
+    cached = _cached_ml10(seed)
+    if cached is not None:
+        return cached
+    benchmark = metaworld.ML10(seed=seed)
+    lists = {split: [[t.env_name, base64.b64encode(t.data).decode()] for t in getattr(benchmark, f"{split}_tasks")]
+             for split in _SPLITS}
+    write_cached(_ml10_cache_name(seed), json.dumps(lists).encode())
+    return benchmark
+
+
+def _ml10_cache_name(seed: int) -> str:
+    import importlib.metadata
+
+    return f"metaworld-{importlib.metadata.version('metaworld')}-ml10-seed{seed}.json"
+
+
+def _cached_ml10(seed: int):
+    """ML10(seed) from the cache, or None (not cached, or damaged: built again)."""
+    from metaworld import _env_dict
+    from metaworld.types import Task
+
+    cached = read_cached(_ml10_cache_name(seed))
+    if cached is None:
+        return None
+    try:
+        lists = json.loads(cached)
+        tasks = [[Task(env_name=str(n), data=base64.b64decode(d, validate=True)) for n, d in lists[split]]
+                 for split in _SPLITS]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return _ML10(_env_dict.ML10_V3["train"], _env_dict.ML10_V3["test"], *tasks)
+
+
+class _ML10(NamedTuple):
+    """What MetaWorldML10 reads of a metaworld.ML10 benchmark."""
+
+    train_classes: dict
+    test_classes: dict
+    train_tasks: list
+    test_tasks: list
 
 
 def _check_split(family: str, split: str) -> None:

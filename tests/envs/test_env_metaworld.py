@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -10,6 +15,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import distmeta_envs
+from distmeta_envs import metaworld as mw_envs
 
 ID = "distmeta/MetaWorldML1-v0"
 ML10 = "distmeta/MetaWorldML10-v0"
@@ -198,6 +204,36 @@ def test_ml10_a_skills_env_built_at_its_first_task_runs_the_episode_of_one_built
         episodes.append([obs] + [env.step(a)[0] for a in actions])
         env.close()
     np.testing.assert_array_equal(np.array(episodes[0]), np.array(episodes[1]))
+
+
+@pytest.mark.slow
+def test_ml10_task_lists_are_kept_in_the_cache_and_a_new_process_reads_the_same_goals(ml10):
+    """ML10(seed 0) is built once (by the fixture, or read from the session's cache folder) and
+    kept there; a new process reads it back and scores tasks of three skills exactly as here."""
+    (kept,) = Path(os.environ["DISTMETA_CACHE_DIR"]).glob("metaworld-*-ml10-seed0.json")
+    assert {len(v) for v in json.loads(kept.read_text()).values()} == {500, 250}
+    actions = np.random.default_rng(0).uniform(-1, 1, (10, 4)).astype(np.float32)
+    here = [rewards(ml10, {"task_index": i}, actions).tolist() for i in (3, 53, 410)]
+    script = f"""
+import json, gymnasium as gym, numpy as np, distmeta_envs
+env = gym.make("{ML10}", benchmark_seed=0, disable_env_checker=True)
+out = []
+for i in (3, 53, 410):
+    env.unwrapped.set_task({{"task_index": i}})
+    env.reset(seed=0)
+    out.append([float(env.step(a)[1]) for a in np.array({actions.tolist()}, dtype=np.float32)])
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == here
+
+
+@pytest.mark.parametrize("damage", [b"not json", b'{"train": [["reach-v3", "@@"]], "test": []}', b'{"train": 1}'])
+def test_a_damaged_ml10_cache_file_is_ignored(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("DISTMETA_CACHE_DIR", str(tmp_path))
+    (tmp_path / mw_envs._ml10_cache_name(0)).write_bytes(damage)
+    assert mw_envs._cached_ml10(0) is None
 
 
 @pytest.mark.slow
