@@ -88,7 +88,8 @@ def main(argv=None) -> int:
 
     from distmeta.errors import UserError
     from distmeta.loading import load_config
-    from distmeta.runtime import MetaLearner, evaluate
+    from distmeta.runtime import MetaLearner
+    from distmeta.runtime.evaluate import evaluate
 
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     print(f"command: {command}", file=sys.stderr, flush=True)

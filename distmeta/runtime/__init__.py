@@ -1,8 +1,31 @@
 """The runtime: the driver (`MetaLearner`), where its shards run (`executors`, the Ray
-`WorkerPool`), the run directory, checkpoints, evaluation and policy adaptation."""
+`WorkerPool`), the run directory, checkpoints, evaluation (`distmeta.runtime.evaluate`)
+and policy adaptation.
 
-from distmeta.runtime.adapt import AdaptedPolicy, adapt_policy
-from distmeta.runtime.evaluate import evaluate
-from distmeta.runtime.learner import MetaLearner, split_shards
+Names are imported on first use: a worker process that imports only the pool's side of
+the runtime (its channel, the grouped adds) loads neither torch nor the learner."""
 
-__all__ = ["AdaptedPolicy", "MetaLearner", "adapt_policy", "evaluate", "split_shards"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_LAZY = {
+    "AdaptedPolicy": "distmeta.runtime.adapt",
+    "adapt_policy": "distmeta.runtime.adapt",
+    "MetaLearner": "distmeta.runtime.learner",
+    "split_shards": "distmeta.runtime.learner",
+}
+
+if TYPE_CHECKING:
+    from distmeta.runtime.adapt import AdaptedPolicy, adapt_policy
+    from distmeta.runtime.learner import MetaLearner, split_shards
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'distmeta.runtime' has no attribute '{name}'")
+
+
+__all__ = ["AdaptedPolicy", "MetaLearner", "adapt_policy", "split_shards"]

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from distmeta.errors import DivergedError, RunError, UserError
-from distmeta.runtime import MetaLearner, evaluate, split_shards
+from distmeta.runtime import MetaLearner, split_shards
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
+from distmeta.runtime.evaluate import evaluate
 
 
 def params_of(learner):

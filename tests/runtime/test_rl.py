@@ -12,7 +12,8 @@ from distmeta.config import Config
 from distmeta.errors import ConfigError
 from distmeta.experiment import build_experiment
 from distmeta.loading import apply_overrides
-from distmeta.runtime import MetaLearner, evaluate
+from distmeta.runtime import MetaLearner
+from distmeta.runtime.evaluate import evaluate
 from distmeta.tasks import train_task_rng
 
 BASE = {
