@@ -12,11 +12,11 @@ neither torch nor Ray."""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from distmeta.config import Config
 from distmeta.errors import ConfigError, DivergedError, RunError, UserError
+from distmeta.lazy import lazy_names
 from distmeta.loading import load_config
 
 __version__ = "0.1.0"
@@ -41,11 +41,7 @@ if TYPE_CHECKING:
     from distmeta.runtime.learner import MetaLearner
     from distmeta.tasks.base import TaskFamily
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'distmeta' has no attribute '{name}'")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

@@ -7,8 +7,9 @@ the runtime (its channel, the grouped adds) loads neither torch nor the learner.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from distmeta.lazy import lazy_names
 
 _LAZY = {
     "AdaptedPolicy": "distmeta.runtime.adapt",
@@ -21,11 +22,7 @@ if TYPE_CHECKING:
     from distmeta.runtime.adapt import AdaptedPolicy, adapt_policy
     from distmeta.runtime.learner import MetaLearner, split_shards
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'distmeta.runtime' has no attribute '{name}'")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["AdaptedPolicy", "MetaLearner", "adapt_policy", "split_shards"]
