@@ -131,9 +131,9 @@ class Omniglot(EpisodeFamily):
 
 def cache_file(sources: list[Path], image_size: int) -> Path | None:
     """Where the resized images of these source files are cached: a file named by the
-    sources' paths, sizes and modification times and the image size, in
-    `$DISTMETA_CACHE_DIR` (empty: no cache), else `$XDG_CACHE_HOME/distmeta`, else
-    `~/.cache/distmeta`. None for extracted folders, which are not cached."""
+    sources' paths, sizes and modification times and the image size, in distmeta's cache
+    folder (`distmeta_envs.cache.cache_folder`). None for extracted folders, which are not
+    cached, or when caching is off."""
     folder = cache_folder()
     if folder is None or not all(p.is_file() for p in sources):
         return None

@@ -158,7 +158,8 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
     peg-insert-side, window-open, sweep, basketball; test: drawer-open, door-close, shelf-place,
     sweep-into, lever-pull), so sampling uniformly over indices is uniform over skills too.
     ``benchmark_seed`` fixes the goal variations (None draws new ones per instance). Building
-    the benchmark takes seconds; with a seed it is built once per process and shared.
+    the benchmark takes over ten seconds; with a seed it is built once per machine (its task
+    lists are kept in distmeta's cache folder) and shared within a process.
 
     As in ML10 the skill and goal are hidden from the observation. Observation (39 numbers, with
     the skills' bounds, which are equal in metaworld 3.1.1), action (Box(-1, 1, (4,)))
@@ -167,9 +168,9 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
     Meta-World's horizon, 500 steps.
 
     One Meta-World env per skill of the split, each built when a task of its skill is first set
-    (about 0.2 s each; an episode's env rarely needs all ten); ``set_task`` sets the task on its
-    skill's env, which becomes the active one at the next ``reset`` (a task takes effect at
-    reset, as in Meta-World and :class:`MetaWorldML1`).
+    (about 0.2 s each; an instance that never meets a skill never builds it); ``set_task`` sets
+    the task on its skill's env, which becomes the active one at the next ``reset`` (a task
+    takes effect at reset, as in Meta-World and :class:`MetaWorldML1`).
     """
 
     # For the train split; an instance narrows task_keys to its split's range.
@@ -193,9 +194,9 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
         self.task_keys = (TaskKey("task_index", low=0, high=len(self._tasks) - 1, integer=True),)
         self.split = split
         self.render_mode = render_mode
-        # A skill's env is built when a task first needs it (building one takes about 0.2 s,
-        # and an episode's env rarely sees all ten); the seed of the latest seeded reset goes
-        # to a late-built env too, so it starts where an env built up front would.
+        # A skill's env is built when a task first needs it (about 0.2 s each); the seed of
+        # the latest seeded reset goes to a late-built env too, so it starts where an env
+        # built up front would.
         self._classes = classes
         self._seed: int | None = None
         self._envs: dict[str, Any] = {}
