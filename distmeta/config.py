@@ -171,12 +171,19 @@ class RuntimeConfig:
     max_shard_attempts: int = 3
     """A shard whose worker is lost (killed, its node gone, a straggler) this many times
     ends the run with an error instead of being re-run again."""
+    shards: int | None = None
+    """Shards each meta-batch is split into: a worker's unit of work, and the unit of the
+    one order their gradients are added in, so a run's bits depend on the shards, never on
+    the workers. Unset: one per worker (one in-process). Set it to get the same bits at
+    any `num_workers` (0 included) or to give each worker several shards in turn."""
 
     def __post_init__(self):
         positive("runtime.keep_checkpoints", self.keep_checkpoints)
         if self.shard_timeout_s is not None:
             positive("runtime.shard_timeout_s", self.shard_timeout_s)
         positive("runtime.max_shard_attempts", self.max_shard_attempts)
+        if self.shards is not None:
+            positive("runtime.shards", self.shards)
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,8 @@ class Config:
 
     seed: int = 0
     """Seeds the initial parameters and every task: task i of iteration t is drawn from
-    (seed, t, i), so the run is the same whatever `num_workers` is."""
+    (seed, t, i), so the tasks are the same whatever `num_workers` is (and the bits too,
+    with `runtime.shards` fixed)."""
     iterations: int = 1000
     """Meta-iterations (outer optimiser steps) to run in total."""
     meta_batch_size: int = 25
@@ -214,6 +222,22 @@ class Config:
                 f"num_workers: got {self.num_workers} for meta_batch_size "
                 f"{self.meta_batch_size}; expected at most one worker per task"
             )
+        shards = self.runtime.shards
+        if shards is not None and shards > self.meta_batch_size:
+            raise ConfigError(
+                f"runtime.shards: got {shards} for meta_batch_size {self.meta_batch_size}; "
+                "expected at most one shard per task"
+            )
+        if shards is not None and shards < self.num_workers:
+            raise ConfigError(
+                f"runtime.shards: got {shards} for num_workers {self.num_workers}; expected at least "
+                "one shard per worker (unset: one per worker)"
+            )
+
+    @property
+    def shard_count(self) -> int:
+        """How many shards each meta-batch is split into (`runtime.shards`)."""
+        return self.runtime.shards or max(self.num_workers, 1)
 
     def to_dict(self) -> dict:
         """Plain data that `from_dict` (and YAML) reads back to an equal config."""

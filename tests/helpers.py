@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distmeta.config import Config
@@ -56,6 +56,12 @@ def train(config: Config, out_dir=None) -> dict:
     with MetaLearner(config, out_dir=out_dir) as learner:
         learner.train()
         return {k: v.detach().clone() for k, v in learner.meta.items()}
+
+
+def in_process(config: Config) -> Config:
+    """`config` run in this process on its own shards (`runtime.shards`): it ends with the
+    bits of a fault-free run on its workers, and no worker has to start."""
+    return replace(config, num_workers=0, runtime=replace(config.runtime, shards=config.shard_count))
 
 
 class Killer(threading.Thread):

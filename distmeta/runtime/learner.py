@@ -138,7 +138,7 @@ class MetaLearner:
         parameters that sampled the iteration's episodes, which a shard re-run on a fresh
         worker samples again."""
         config = self.config
-        shards = split_shards(config.meta_batch_size, max(config.num_workers, 1))
+        shards = split_shards(config.meta_batch_size, config.shard_count)
         extra = () if sampling_meta is None else (sampling_meta,)
         calls = [(meta, self.iteration, s, *extra) for s in shards]
         (grad_sum, n_tasks, sums), reissued = self.executor.map_sum("meta_grad", calls,

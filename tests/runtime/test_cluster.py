@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import DISTMETA, observable_config, read_jsonl, train
+from helpers import DISTMETA, in_process, observable_config, read_jsonl, train
 from ray.cluster_utils import Cluster
 
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
@@ -68,7 +68,7 @@ def test_lost_nodes_cost_no_iteration_a_run_without_nodes_waits_and_joining_node
     cluster, (first, second) = cluster
     runtime = {"resources_per_worker": {"cpu": 1}}
     config = observable_config(iterations=24, workers=2, runtime=runtime, delay_s=0.25)
-    reference = train(observable_config(iterations=24, workers=2, runtime=runtime))
+    reference = train(in_process(observable_config(iterations=24, workers=2, runtime=runtime)))
     proc, out = launch(cluster, config, tmp_path)
     try:
         wait_for(lambda: iterations_done(out) >= 3, "3 iterations", proc)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from helpers import in_process
 
 from distmeta.config import Config
 from distmeta.errors import UserError
@@ -23,13 +24,21 @@ def assert_close_params(a, b):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("algorithm", "workers"), [("maml", (1, 2)), ("anil", (2,))])
+@pytest.mark.parametrize(("algorithm", "workers"), [("maml", (2, 1)), ("anil", (2,)), ("reptile", (2,))])
 def test_same_seed_same_meta_parameters_in_process_and_on_workers(ray_local, sine_config, algorithm, workers):
-    # meta_batch_size 5 over 2 workers is an uneven 3 + 2 split.
-    inproc = final_params(sine_config(**{"algorithm.name": algorithm}))
+    """With `runtime.shards` fixed, in-process, 2 workers and 1 worker taking both shards in
+    turn end bit for bit alike; with the default (a shard per worker) another worker count
+    changes only the summation order. meta_batch_size 5 in 2 shards: an uneven 3 + 2."""
+    fixed = {"algorithm.name": algorithm, "runtime.shards": 2}
+    inproc = final_params(sine_config(**fixed))
     for n in workers:
-        assert_close_params(inproc, final_params(sine_config(num_workers=n, **{"algorithm.name": algorithm})))
-    assert any(not torch.equal(inproc[k], final_params(sine_config(seed=4))[k]) for k in inproc)
+        on_workers = final_params(sine_config(num_workers=n, **fixed))
+        for k in inproc:
+            assert torch.equal(inproc[k], on_workers[k]), (n, k)
+    one_shard = final_params(sine_config(**{"algorithm.name": algorithm}))
+    assert_close_params(one_shard, inproc)
+    assert any(not torch.equal(inproc[k], one_shard[k]) for k in inproc)  # another order, other bits
+    assert any(not torch.equal(inproc[k], final_params(sine_config(seed=4, **fixed))[k]) for k in inproc)
 
 
 def test_any_shard_split_gives_the_same_gradient(ray_local, sine_config):
@@ -41,7 +50,7 @@ def test_any_shard_split_gives_the_same_gradient(ray_local, sine_config):
 
 
 def test_resume_with_workers_is_exact(ray_local, sine_config, tmp_path):
-    whole = final_params(sine_config(num_workers=2, iterations=20))
+    whole = final_params(in_process(sine_config(num_workers=2, iterations=20)))
     final_params(sine_config(num_workers=2, iterations=10), out_dir=tmp_path)
     resumed = final_params(sine_config(num_workers=2, iterations=20), out_dir=tmp_path, resume=True)
     for k in whole:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import Killer, observable_config, read_jsonl, train
+from helpers import Killer, in_process, observable_config, read_jsonl, train
 
 from distmeta.config import Config
 from distmeta.errors import ConfigError
@@ -17,7 +17,7 @@ from distmeta.runtime.pool import WorkerLostError
 
 
 def test_killed_workers_cost_a_rerun_of_their_shard_not_the_iteration(ray_local, tmp_path):
-    reference = train(observable_config(iterations=12))
+    reference = train(in_process(observable_config(iterations=12)))
     markers = tmp_path / "markers"
     markers.mkdir()
     killer = Killer(markers, kills=2, every=5)
@@ -42,7 +42,7 @@ def test_killed_workers_cost_a_rerun_of_their_shard_not_the_iteration(ray_local,
 
 
 def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local, tmp_path):
-    reference = train(observable_config(iterations=8))
+    reference = train(in_process(observable_config(iterations=8)))
     markers = tmp_path / "markers"
     markers.mkdir()
     # 0.5 s a shard: the replacement has time to start (~2 s) before the run ends. The

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import ray
 import torch
-from helpers import observable_config, read_jsonl, train
+from helpers import in_process, observable_config, read_jsonl, train
 
 from distmeta.experiment import build_experiment
 from distmeta.runtime import MetaLearner, channel, pool, worker
@@ -30,7 +30,7 @@ def test_a_shard_error_is_the_familys_own_exception_and_the_learner_can_go_on(
     # The other shard is still running when the error arrives: its reply to the failed
     # iteration must not be taken for the next iteration's.
     config = observable_config(iterations=3, marker_dir=str(markers), fail_once=True, delay_s=0.3)
-    reference = train(observable_config(iterations=3))
+    reference = train(in_process(observable_config(iterations=3)))
     with MetaLearner(config) as learner:
         with pytest.raises(ValueError, match="a bug in the family") as raised:
             learner.step()
@@ -69,10 +69,10 @@ def test_a_worker_out_of_reach_of_its_channel_takes_rays_calls(ray_local, tmp_pa
         return socket.create_connection(closed, timeout=1)
 
     monkeypatch.setattr(worker, "Channel", refused)
-    reference = train(observable_config(iterations=3, workers=0))
+    reference = train(in_process(observable_config(iterations=3)))
     params = train(observable_config(iterations=3), tmp_path / "run")
     for k, v in reference.items():
-        assert torch.allclose(params[k], v, atol=1e-6), k
+        assert torch.equal(params[k], v), k
     started = [e for e in read_jsonl(tmp_path / "run" / "events.jsonl") if e["event"] == "worker_started"]
     assert len(started) == 2
     assert all("direct channel is out of reach (ConnectionRefusedError" in e["detail"] for e in started)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DISTMETA, Killer, cli, observable_config, one_error_line
+from helpers import DISTMETA, Killer, cli, in_process, observable_config, one_error_line
 
 from distmeta import MetaLearner
 from distmeta.search import load_search
@@ -200,8 +200,8 @@ def test_a_trial_whose_worker_is_killed_finishes_with_a_fault_free_trials_parame
     summary = json.loads((out / "results.json").read_text())
     assert [(t["status"], t["iteration"]) for t in summary["trials"]] == [("done", 10)]
     (trial,) = trial_rows(out).values()
-    # On ray_local (this process), the same config without the fault.
-    with MetaLearner(observable_config(iterations=10)) as learner:
+    # The same config without the fault, in this process on the trial's shards.
+    with MetaLearner(in_process(observable_config(iterations=10))) as learner:
         learner.train()
         assert trial[-1]["params_sha"] == params_sha(learner)
 
