@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ev = sub.add_parser("eval", help="pre/post-adaptation scores on held-out tasks")
     ev.add_argument("checkpoint", help="a run directory or a checkpoint file")
-    ev.add_argument("--tasks", type=int, default=100, help="held-out tasks (default 100)")
+    ev.add_argument("--tasks", type=int, default=600, help="held-out tasks (default 600, as the papers)")
     ev.add_argument("--split", default="test", help="train, val or test (default test)")
     ev.add_argument("--steps", type=int, default=None,
                     help="inner steps (default: the run's algorithm.eval_inner_steps)")

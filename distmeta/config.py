@@ -52,6 +52,11 @@ class ModelConfig:
     """Hidden layer widths of the MLP."""
     channels: int = 64
     """Channels of each Conv4 block."""
+    downsample: Literal["maxpool", "strided"] = "maxpool"
+    """How each Conv4 block halves the image: `maxpool` (3x3 convolution, then 2x2
+    max-pooling; Snell et al.'s and Vinyals et al.'s Conv4) or `strided` (a stride-2
+    convolution with TensorFlow's SAME padding and no pooling, the last block's positions
+    averaged: MAML's Omniglot model in Finn et al.'s code)."""
 
     def __post_init__(self):
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
@@ -83,6 +88,11 @@ class AlgorithmConfig:
     """Optimiser of the meta-parameters."""
     outer_lr: float = 0.001
     """Learning rate of the outer optimiser."""
+    outer_lr_decay_every: int | None = None
+    """Multiply the outer learning rate by `outer_lr_decay` every this many iterations
+    (Snell et al.'s ProtoNets: halved every 2000 episodes); unset: constant."""
+    outer_lr_decay: float = 0.5
+    """The factor of each `outer_lr_decay_every` step."""
     grad_clip: float | None = None
     """Clip the meta-gradient to this global L2 norm; none when unset."""
 
@@ -99,6 +109,16 @@ class AlgorithmConfig:
             )
         if self.grad_clip is not None:
             positive("algorithm.grad_clip", self.grad_clip)
+        if self.outer_lr_decay_every is not None:
+            positive("algorithm.outer_lr_decay_every", self.outer_lr_decay_every)
+        if not 0 < self.outer_lr_decay <= 1:
+            raise ConfigError(f"algorithm.outer_lr_decay: got {self.outer_lr_decay}; expected a factor in (0, 1]")
+
+    def outer_lr_at(self, iteration: int) -> float:
+        """The outer learning rate of the step from `iteration` to `iteration + 1`."""
+        if self.outer_lr_decay_every is None:
+            return self.outer_lr
+        return self.outer_lr * self.outer_lr_decay ** (iteration // self.outer_lr_decay_every)
 
     @property
     def steps_for_eval(self) -> int:
@@ -123,11 +143,22 @@ class RLConfig:
     first re-adapt from the same episodes with importance ratios."""
     init_log_std: float = 0.0
     """Initial log standard deviation of Gaussian policies."""
+    inner_kl_target: float | None = 0.01
+    """ProMP's inner KL penalty (Rothfuss et al. 2019): the outer objective adds, per inner
+    step, a coefficient times the KL between the policy that sampled that step's episodes
+    and the current one; after each iteration a coefficient is halved when its KL is under
+    this target / 1.5 and doubled when over 1.5 x it. Unset: no penalty. Only with
+    `outer_steps` > 1 (at the first outer step the penalty's gradient is zero)."""
+    inner_kl_coeff: float = 0.01
+    """The penalty's initial coefficient for each inner step (ProMP's 0.01)."""
 
     def __post_init__(self):
         positive("rl.episodes_per_task", self.episodes_per_task)
         positive("rl.outer_steps", self.outer_steps)
         positive("rl.clip", self.clip)
+        if self.inner_kl_target is not None:
+            positive("rl.inner_kl_target", self.inner_kl_target)
+        positive("rl.inner_kl_coeff", self.inner_kl_coeff)
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
             if not 0 <= value <= 1:

@@ -60,6 +60,11 @@ class Experiment:
         """Outer optimiser steps per sampled meta-batch (`rl.outer_steps` for meta-RL)."""
         return self.config.rl.outer_steps if self.is_rl else 1
 
+    @property
+    def kl_penalty(self) -> bool:
+        """Whether the outer objective carries ProMP's inner KL penalty (`rl.inner_kl_target`)."""
+        return self.is_rl and self.config.rl.inner_kl_target is not None and self.outer_steps > 1
+
     def network(self) -> nn.Module:
         """A fresh module whose parameters are meta-learned: the model, or the policy of a
         meta-RL family. It is a template for `functional_call` and is never mutated."""

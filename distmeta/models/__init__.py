@@ -36,7 +36,10 @@ class MLP(nn.Module):
 
 
 class Conv4(nn.Module):
-    """The standard few-shot backbone: 4 x [conv3x3, BatchNorm, max-pool 2, ReLU].
+    """The standard few-shot backbone: 4 x [conv3x3, BatchNorm, max-pool 2, ReLU], or with
+    `downsample="strided"` 4 x [conv3x3 stride 2, BatchNorm, ReLU] and a mean over the last
+    block's positions (Finn et al.'s Omniglot model; TensorFlow's SAME padding, which pads
+    the bottom and right one row more than the top and left when the total is odd).
 
     BatchNorm uses the statistics of the batch it sees (no running averages), as in MAML:
     there are no buffers to carry between tasks and evaluation sees the same normalisation.
@@ -52,17 +55,26 @@ class Conv4(nn.Module):
 
     preferred_batching = "loop"
 
-    def __init__(self, in_channels: int, image_size: int, channels: int, out_features: int | None):
+    def __init__(self, in_channels: int, image_size: int, channels: int, out_features: int | None,
+                 downsample: str = "maxpool"):
         super().__init__()
-        blocks, c, size = [], in_channels, image_size
+        blocks: list[nn.Module] = []
+        c, size = in_channels, image_size
         for _ in range(4):
-            blocks += [
-                nn.Conv2d(c, channels, 3, padding=1),
-                nn.BatchNorm2d(channels, track_running_stats=False),
-                nn.MaxPool2d(2),
-                nn.ReLU(),
-            ]
-            c, size = channels, size // 2
+            if downsample == "strided":
+                out = -(-size // 2)
+                pad = max((out - 1) * 2 + 3 - size, 0)
+                blocks += [nn.ZeroPad2d((pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)),
+                           nn.Conv2d(c, channels, 3, stride=2),
+                           nn.BatchNorm2d(channels, track_running_stats=False), nn.ReLU()]
+            else:
+                out = size // 2
+                blocks += [nn.Conv2d(c, channels, 3, padding=1),
+                           nn.BatchNorm2d(channels, track_running_stats=False), nn.MaxPool2d(2), nn.ReLU()]
+            c, size = channels, out
+        if downsample == "strided":
+            blocks.append(nn.AdaptiveAvgPool2d(1))
+            size = 1
         self.body = nn.Sequential(*blocks, nn.Flatten())
         self.embedding_dim = channels * max(size, 1) ** 2
         self.head = nn.Linear(self.embedding_dim, out_features) if out_features else None
@@ -87,5 +99,5 @@ def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int
                 f"model.name: conv4 needs square images of at least 16 x 16 (four 2x poolings); "
                 f"the task gives {input_shape[1]} x {input_shape[2]}"
             )
-        return Conv4(input_shape[0], input_shape[1], cfg.channels, out_features)
+        return Conv4(input_shape[0], input_shape[1], cfg.channels, out_features, cfg.downsample)
     return MLP(math.prod(input_shape), cfg.hidden_sizes, out_features)

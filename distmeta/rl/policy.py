@@ -102,6 +102,18 @@ class GaussianMLPPolicy(_MLPPolicy):
         z = (actions - out) * torch.exp(-log_std)
         return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
 
+    def dist_of(self, params: Params, out: Tensor) -> Tensor:
+        """The action distribution at each step, from the network's output `out`: means and
+        log standard deviations side by side (what `kl` takes as the old distribution)."""
+        return torch.cat([out, params["log_std"].expand_as(out)], -1)
+
+    def kl(self, dist_old: Tensor, params: Params, obs: Tensor) -> Tensor:
+        """KL(old || policy at `params`) at each step, exactly (diagonal Gaussians)."""
+        mean_old, log_std_old = dist_old.chunk(2, -1)
+        mean, log_std = self.out(params, obs), params["log_std"]
+        ratio = (torch.exp(2 * log_std_old) + (mean_old - mean).square()) * torch.exp(-2 * log_std)
+        return (log_std - log_std_old + 0.5 * ratio - 0.5).sum(-1)
+
 
 class CategoricalMLPPolicy(_MLPPolicy):
     """Discrete actions: a ~ Categorical(softmax(mlp(obs))), sampled by Gumbel-max."""
@@ -136,6 +148,16 @@ class CategoricalMLPPolicy(_MLPPolicy):
         """`log_prob` from the network's output `out` (the logits) for these observations."""
         logp = torch.log_softmax(out, -1)
         return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def dist_of(self, params: Params, out: Tensor) -> Tensor:
+        """The action distribution at each step: the logits `out`."""
+        return out
+
+    def kl(self, dist_old: Tensor, params: Params, obs: Tensor) -> Tensor:
+        """KL(old || policy at `params`) at each step, exactly (categoricals)."""
+        logp_old = torch.log_softmax(dist_old, -1)
+        logp = torch.log_softmax(self.out(params, obs), -1)
+        return (logp_old.exp() * (logp_old - logp)).sum(-1)
 
 
 Policy = GaussianMLPPolicy | CategoricalMLPPolicy

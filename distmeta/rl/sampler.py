@@ -47,8 +47,9 @@ class TrajectorySampler:
 
     def rollout(self, params: Sequence[Params], tasks: Sequence[dict],
                 rngs: Sequence[np.random.Generator], episodes: int) -> list[dict[str, Tensor]]:
-        """Per task: `obs (E, T, obs_dim)`, `actions`, `rewards (E, T)`, `mask (E, T)` and
-        `logp_old`, sampled with that task's `params` from its generator."""
+        """Per task: `obs (E, T, obs_dim)`, `actions`, `rewards (E, T)`, `mask (E, T)`,
+        `logp_old` and `dist_old` (the action distribution at each step, `Policy.dist_of`),
+        sampled with that task's `params` from its generator."""
         n_tasks, horizon, policy = len(tasks), self.horizon, self.policy
         vec = self.vector_env(n_tasks * episodes)
         vec.set_tasks([task for task in tasks for _ in range(episodes)])  # type: ignore[attr-defined]
@@ -112,6 +113,7 @@ class TrajectorySampler:
             batch = {"obs": obs[part], "actions": acts[part], "rewards": rewards_t[part], "mask": mask_t[part]}
             # From the sampling forward's own outputs: no second pass over the episodes.
             batch["logp_old"] = policy.log_prob_of(params[i], out_all[i], batch["actions"])
+            batch["dist_old"] = policy.dist_of(params[i], out_all[i])
             batches.append(batch)
         return batches
 

@@ -9,13 +9,14 @@ learner's further outer steps on the same meta-batch (`rl.outer_steps`) reuse th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from distmeta.algorithms.core import shard_meta_grad
-from distmeta.algorithms.maml_rl import BATCH_KEYS, RLProblem
+from distmeta.algorithms.maml_rl import BATCH_KEYS, MAMLRL, RLProblem
 from distmeta.rl.policy import Params, Policy
 from distmeta.rl.returns import advantages
 from distmeta.rl.sampler import TrajectorySampler
@@ -48,36 +49,42 @@ class RLShardRunner(RunnerBase):
     # -- the ShardRunner protocol ----------------------------------------------------
 
     def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int],
-                  sampling_meta: np.ndarray | None = None) -> tuple[np.ndarray, int, dict[str, float]]:
+                  sampling_meta: np.ndarray | None = None, kl_coeffs: Sequence[float] | None = None
+                  ) -> tuple[np.ndarray, int, dict]:
         """Summed outer-objective gradient over the training tasks `indices` of `iteration`
-        and metric sums (returns before/after adaptation, outer loss, env steps).
+        and metric sums (returns before/after adaptation, outer loss, env steps; with
+        ProMP's KL penalty, `kl_coeffs` per inner step, the inner KLs).
         A repeated call for the same shard and iteration reuses its episodes; on a worker
         without them (a shard re-run elsewhere after a fault) they are sampled again with
         `sampling_meta`, the parameters of the iteration's first call: the same episodes,
         since every draw comes from the task's seed."""
-        key = (iteration, tuple(indices))
-        if self._cached is not None and self._cached[0] == key:
-            data, metrics = self._cached[1], dict(self._cached[2], env_steps=0.0)
-        else:
-            rngs = [train_task_rng(self.config.seed, iteration, i) for i in indices]
-            tasks = [self.family.sample_task(rng, "train") for rng in rngs]
-            batches, returns, _ = self.sample_adaptation(
-                self.layout.from_numpy(meta if sampling_meta is None else sampling_meta), tasks, rngs,
-                self.config.algorithm.inner_steps, self.config.rl.episodes_per_task)
-            data = _stack_tasks(batches)
-            metrics = {"pre_return": float(returns[:, 0].sum()),
-                       "post_return": float(returns[:, -1].sum()),
-                       "env_steps": float(sum(b["mask"].sum() for bs in batches for b in bs))}
-            # Further outer steps of this iteration (the learner keeps `iteration` until they
-            # are done) reuse these episodes.
-            self._cached = (key, data, metrics) if self.config.rl.outer_steps > 1 else None
+        data, metrics = self._episodes(meta if sampling_meta is None else sampling_meta, iteration, indices)
+        problem = self.problem
+        if kl_coeffs is not None:
+            problem = replace(problem, kl_coeffs=torch.tensor(kl_coeffs, dtype=torch.float32, device=self.device))
         grads, sums = shard_meta_grad(
             self.algorithm, self.layout.from_numpy(meta, self.device), {},
-            {k: v.to(self.device) for k, v in data.items()}, self.problem,
+            {k: v.to(self.device) for k, v in data.items()}, problem,
             self.config.algorithm, self.batching,
         )
         metrics = dict(metrics, post_loss=float(sums["post_loss"]))
+        if "inner_kl" in sums:
+            metrics["inner_kl"] = sums["inner_kl"].cpu().numpy().astype(np.float64)
         return self.layout.flatten(grads).cpu().numpy(), len(indices), metrics
+
+    def inner_kl(self, meta: np.ndarray, iteration: int, indices: Sequence[int],
+                 sampling_meta: np.ndarray) -> tuple[np.ndarray, int]:
+        """Summed inner KL of each inner step at `meta` over the shard's episodes of
+        `iteration` (sampled with `sampling_meta`), and the task count: what the learner
+        adapts ProMP's coefficients to after the iteration's outer steps."""
+        data, _ = self._episodes(sampling_meta, iteration, indices)
+        meta_params = self.layout.from_numpy(meta, self.device)
+        algorithm = cast(MAMLRL, self.algorithm)
+        total = torch.zeros(self.config.algorithm.inner_steps, dtype=torch.float64)
+        for i in range(len(indices)):
+            task = {k: v[i].to(self.device) for k, v in data.items()}
+            total += algorithm.inner_kls(meta_params, task, self.problem, self.config.algorithm).cpu().double()
+        return total.numpy(), len(indices)
 
     def evaluate(self, meta: np.ndarray, split: str, indices: Sequence[int], steps: int,
                  seed: int) -> dict[str, np.ndarray]:
@@ -96,6 +103,26 @@ class RLShardRunner(RunnerBase):
         return self.sample_adaptation(params, tasks, rngs, steps, episodes)[1]
 
     # -- adaptation -------------------------------------------------------------------
+
+    def _episodes(self, sampling_meta: np.ndarray, iteration: int, indices: Sequence[int]) -> tuple[dict, dict]:
+        """The shard's stacked episodes of `iteration` and their metrics: sampled with
+        `sampling_meta`, or this worker's kept ones of the same shard and iteration."""
+        key = (iteration, tuple(indices))
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1], dict(self._cached[2], env_steps=0.0)
+        rngs = [train_task_rng(self.config.seed, iteration, i) for i in indices]
+        tasks = [self.family.sample_task(rng, "train") for rng in rngs]
+        batches, returns, _ = self.sample_adaptation(
+            self.layout.from_numpy(sampling_meta), tasks, rngs,
+            self.config.algorithm.inner_steps, self.config.rl.episodes_per_task)
+        data = _stack_tasks(batches)
+        metrics = {"pre_return": float(returns[:, 0].sum()),
+                   "post_return": float(returns[:, -1].sum()),
+                   "env_steps": float(sum(b["mask"].sum() for bs in batches for b in bs))}
+        # Further outer steps of this iteration, and the KL after them (the learner keeps
+        # `iteration` until they are done), reuse these episodes.
+        self._cached = (key, data, metrics) if self.config.rl.outer_steps > 1 else None
+        return data, metrics
 
     def sample_adaptation(self, meta: Params, tasks: Sequence[dict],
                           rngs: Sequence[np.random.Generator], steps: int, episodes: int

@@ -98,17 +98,23 @@ def start_executor(experiment: Experiment, address: str | None = None,
 
     from distmeta.runtime.pool import WorkerPool
 
-    module = type(experiment.family).__module__
-    if module.split(".")[0] != "distmeta":
-        # A user's family module need not be importable on the workers (nor installed on
-        # the cluster's nodes): ship its code with the pickled family instead.
-        ray.cloudpickle.register_pickle_by_value(sys.modules[module])
-    experiment_ref = ray.put(experiment)  # the dataset reaches every worker once, by reference
+    experiment_ref = ray.put(ship_user_code(experiment))  # the dataset reaches every worker once, by reference
     return WorkerPool(
         experiment.runner_class, (experiment_ref, max(1, int(cpu))), n, num_cpus=cpu, num_gpus=gpu,
         timeout_s=config.runtime.shard_timeout_s, max_attempts=config.runtime.max_shard_attempts,
         on_event=on_event,
     )
+
+
+def ship_user_code(experiment: Experiment) -> Experiment:
+    """`experiment`, its family's module now pickled by value when it is a user's: the
+    module need not be importable on the workers (nor installed on the cluster's nodes)."""
+    import ray
+
+    module = type(experiment.family).__module__
+    if module.split(".")[0] != "distmeta":
+        ray.cloudpickle.register_pickle_by_value(sys.modules[module])
+    return experiment
 
 
 def evaluate_tasks(executor: Executor, meta: np.ndarray, split: str, tasks: int, chunk: int,

@@ -27,11 +27,13 @@ from typing import cast
 import numpy as np
 import torch
 
+from distmeta.algorithms.maml_rl import adapt_kl_coeffs
 from distmeta.config import Config
 from distmeta.errors import DivergedError, UserError
 from distmeta.experiment import build_experiment
 from distmeta.fileio import atomic_write
 from distmeta.runners import FlatLayout
+from distmeta.runtime import reduce
 from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch
 from distmeta.runtime.executors import evaluate_tasks, start_executor
 from distmeta.runtime.rundir import RunDirectory
@@ -71,6 +73,10 @@ class MetaLearner:
         # on one core than the default loop (BENCHMARKS.md, the learner at scale).
         self.optimizer = optimizer_cls(list(self.meta.values()), lr=algo.outer_lr, fused=True)
         self.iteration = 0
+        # ProMP's inner KL coefficients (meta-RL with the penalty): learner state, like the
+        # optimiser's moments.
+        self.kl_coeffs = (np.full(algo.inner_steps, config.rl.inner_kl_coeff)
+                          if self.experiment.kl_penalty else None)
         if state is not None:
             self.load_state(state)
         self.executor = start_executor(self.experiment, address, on_event=self._on_worker_event)
@@ -111,6 +117,7 @@ class MetaLearner:
             reissued += lost
             if sampled is None:  # the first step's: at the policy that sampled the meta-batch
                 sampled, grad_norm, sampling_meta = sums, norm, meta
+        promp = self._adapt_kl_coeffs(sampling_meta) if self.kl_coeffs is not None else {}
         self.iteration += 1
         sampled = cast(dict, sampled)  # set by the first outer step
 
@@ -128,6 +135,7 @@ class MetaLearner:
         }
         if self.experiment.is_rl:
             line["env_steps_per_s"] = env_steps / elapsed
+        line.update(promp)
         if self.run_dir is not None:
             self.run_dir.write_metrics(line)
         return line
@@ -139,7 +147,9 @@ class MetaLearner:
         worker samples again."""
         config = self.config
         shards = split_shards(config.meta_batch_size, config.shard_count)
-        extra = () if sampling_meta is None else (sampling_meta,)
+        extra: tuple = () if sampling_meta is None else (sampling_meta,)
+        if self.kl_coeffs is not None:
+            extra = (sampling_meta, self.kl_coeffs.tolist())
         calls = [(meta, self.iteration, s, *extra) for s in shards]
         (grad_sum, n_tasks, sums), reissued = self.executor.map_sum("meta_grad", calls,
                                                                     f"iteration {self.iteration + 1}")
@@ -155,6 +165,8 @@ class MetaLearner:
             grad = grad * (clip / grad_norm)
         for k, g in self.layout.unflatten(grad).items():
             self.meta[k].grad = g.to(self.meta[k].dtype)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.algorithm.outer_lr_at(self.iteration)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return n_tasks, sums, grad_norm, reissued
@@ -176,6 +188,20 @@ class MetaLearner:
             self.save_checkpoint()
         return line
 
+    def _adapt_kl_coeffs(self, sampling_meta) -> dict:
+        """After the outer steps: the inner KLs at the new meta-parameters on the
+        iteration's episodes (kept by the workers), and ProMP's coefficient update; the
+        metrics line's `inner_kl` and the `inner_kl_coeff` this iteration used, each the mean
+        over inner steps (as ProMP logs them)."""
+        meta = self.executor.share(self.layout.flatten(self.meta).cpu().numpy())
+        shards = split_shards(self.config.meta_batch_size, self.config.shard_count)
+        results, _ = self.executor.map("inner_kl", [(meta, self.iteration, s, sampling_meta) for s in shards],
+                                       f"iteration {self.iteration + 1}")
+        kls = reduce.add_in_order([r[0] for r in results]) / sum(r[1] for r in results)
+        used = cast(np.ndarray, self.kl_coeffs)
+        self.kl_coeffs = adapt_kl_coeffs(used, kls, cast(float, self.config.rl.inner_kl_target))
+        return {"inner_kl": float(kls.mean()), "inner_kl_coeff": float(used.mean())}
+
     # -- state ------------------------------------------------------------------------
 
     def state(self) -> dict:
@@ -186,6 +212,7 @@ class MetaLearner:
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "config": self.config.to_dict(),
+            **({} if self.kl_coeffs is None else {"kl_coeffs": self.kl_coeffs.tolist()}),
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -197,7 +224,7 @@ class MetaLearner:
     def load_state(self, state: dict) -> None:
         """Continue from another learner's `state()`: meta-parameters, optimiser moments,
         iteration and RNG. Its config may differ in anything that keeps the network's shape;
-        the outer learning rate stays this learner's `algorithm.outer_lr` (PBT restores one
+        the outer learning rate stays this learner's `algorithm.outer_lr` and decay (PBT restores one
         trial's state into another trial's hyperparameters)."""
         mismatch = shape_mismatch({k: tuple(v.shape) for k, v in self.meta.items()}, state["meta_params"])
         if mismatch is not None:
@@ -217,6 +244,8 @@ class MetaLearner:
             group["lr"] = self.config.algorithm.outer_lr
         torch.set_rng_state(state["torch_rng"])
         self.iteration = int(state["iteration"])
+        if self.kl_coeffs is not None and "kl_coeffs" in state:
+            self.kl_coeffs = np.reshape(np.array(state["kl_coeffs"], dtype=np.float64), self.kl_coeffs.shape)
 
     def validate(self, tasks: int, split: str = "val", seed: int = 0) -> dict:
         """Mean pre- and post-adaptation scores of the current meta-parameters on `tasks`

@@ -187,10 +187,11 @@ def _summarise(spec: SearchSpec, out: Path, grid) -> dict:
     trials = []
     for result in grid:
         metrics = result.metrics or {}
-        done = metrics.get("iteration", 0)
         # The trial's own last report: after a PBT exploit, Tune's result carries the donor's
-        # trial id and config, while the trial went on with perturbed values.
+        # trial id and config, while the trial went on with perturbed values (and once, in
+        # a test, an iteration count one report behind the trial's last).
         report = _last_report(result.path) or {}
+        done = report.get("iteration", metrics.get("iteration", 0))
         trial_id = report.get("trial_id") or _trial_id(result.path)
         state = states.get(trial_id)
         config = report.get("config") or result.config or {}

@@ -321,6 +321,7 @@ def metric_names(experiment: Experiment, validation: bool) -> list[str]:
     names = [f"{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]
     names += ["post_adaptation.loss"] if rl else []  # the outer surrogate
     names += ["meta_loss", "grad_norm", "tasks_per_s"] + (["env_steps_per_s"] if rl else [])
+    names += ["inner_kl", "inner_kl_coeff"] if experiment.kl_penalty else []
     names += ["workers", "shards_reissued"]  # means over the window: the run's health, for the dashboard
     if validation:
         names += [f"val.{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]

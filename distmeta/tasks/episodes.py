@@ -1,8 +1,8 @@
 """N-way K-shot classification episodes over any class-indexed image set.
 
 A subclass hands over each split's images as one uint8 array (classes, examples, H, W) and
-says how many 90-degree rotations of a class count as classes of their own; this module
-draws the episodes.
+says how rotations enter: as classes of their own, or as a random turn of each class drawn;
+this module draws the episodes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class EpisodeFamily(TaskFamily):
     """N-way K-shot Q-query episodes: N classes of a split, K support and Q query images each.
 
     The N classes are drawn without replacement from the split's classes (rotations
-    included, see `rotations`) and labelled 0..N-1 in the order drawn; each class gets K + Q
+    included, see `rotations` and `random_turns`) and labelled 0..N-1 in the order drawn;
+    each class gets K + Q
     distinct examples, the first K for support. Images come back as float32 in [0, 1] shaped
     (N*K, 1, H, W) and (N*Q, 1, H, W), labels as int64, grouped by class.
 
@@ -54,6 +55,15 @@ class EpisodeFamily(TaskFamily):
         alone, 4 for the class and its 90, 180 and 270 degree rotations (square images)."""
         return 1
 
+    def random_turns(self, split: str) -> bool:
+        """True: the `rotations(split)` turns are not classes of their own; each class drawn
+        into an episode is turned by one of them at random (Finn et al.'s Omniglot)."""
+        return False
+
+    def class_count(self, split: str, images: int) -> int:
+        """How many classes `split` offers an episode when it holds `images` classes."""
+        return images if self.random_turns(split) else images * self.rotations(split)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (1, *self.split_images("train").shape[2:])
@@ -73,7 +83,7 @@ class EpisodeFamily(TaskFamily):
         k_shot + q_query examples. `classes` counts each split's classes before rotation;
         `source` and `examples` word the message: "{source} has 20 {examples}"."""
         split, available = min(
-            ((s, n * self.rotations(s)) for s, n in classes.items()), key=lambda item: item[1]
+            ((s, self.class_count(s, n)) for s, n in classes.items()), key=lambda item: item[1]
         )
         if self.n_way > available:
             raise ConfigError(
@@ -95,7 +105,9 @@ class EpisodeFamily(TaskFamily):
         R = `rotations(split)`; row i of examples indexes that class's examples.
         """
         num_classes, num_examples = self.split_images(split).shape[:2]
-        classes = rng.choice(num_classes * self.rotations(split), self.n_way, replace=False)
+        classes = rng.choice(self.class_count(split, num_classes), self.n_way, replace=False)
+        if self.random_turns(split):
+            classes = classes * self.rotations(split) + rng.integers(self.rotations(split), size=self.n_way)
         # Sorting random keys draws a without-replacement subset for all classes at once.
         examples = rng.random((self.n_way, num_examples)).argsort(axis=1)
         return classes, examples[:, : self.k_shot + self.q_query]

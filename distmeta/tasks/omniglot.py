@@ -1,4 +1,5 @@
-"""Omniglot few-shot classification (Lake et al. 2015) with the Vinyals et al. (2016) split."""
+"""Omniglot few-shot classification (Lake et al. 2015) on the field's splits
+(`omniglot_splits.py`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from PIL import Image
 from distmeta.errors import ConfigError, UserError
 from distmeta.fileio import atomic_write
 from distmeta.tasks.episodes import EpisodeFamily
+from distmeta.tasks.omniglot_splits import split_ids
 from distmeta_envs.cache import cache_folder
 
 SIDE = 105
@@ -26,8 +28,6 @@ DRAWERS = 20
 """Drawings of each character, one per person (drawer)."""
 PARTS = {"images_background": 964, "images_evaluation": 659}
 """The two official sets in character-id order: background ids 1..964, evaluation 965..1623."""
-SPLIT_IDS = {"train": (1, 1200), "val": (1201, 1300), "test": (1301, 1623)}
-"""First and last character id (1-based) of each split."""
 LAYOUTS = (".npz", ".zip", "")
 """Accepted forms of each set in data_dir, tried in this order, by name suffix ("": folder)."""
 
@@ -39,11 +39,9 @@ _RESIZE_CHUNK = 2048  # images per resize step: ~90 MB of float32 at 105x105
 class Omniglot(EpisodeFamily):
     """N-way K-shot episodes of handwritten characters: 1623 characters x 20 drawers.
 
-    Characters are ordered by their official id (the 964 background characters, then the
-    659 evaluation ones) and split as in Vinyals et al. (2016): meta-train the first 1200,
-    meta-val the next 100, meta-test the last 323. In meta-train each character's 90, 180
-    and 270 degree rotations are classes of their own (4800 train classes); val and test
-    use the characters as drawn. Images are area-averaged from 105x105 to `image_size`.
+    Characters are split into meta-train, meta-val and meta-test by `split`, a protocol of
+    the papers (see `omniglot_splits.py`). Images are area-averaged from 105x105 to
+    `image_size`.
     """
 
     data_dir: str = "data/omniglot"
@@ -51,6 +49,11 @@ class Omniglot(EpisodeFamily):
     images_background.zip + images_evaluation.zip, or those zips extracted."""
     image_size: int = 28
     """Side of the square images fed to the model (1 to 105)."""
+    split: Literal["vinyals", "maml"] = "vinyals"
+    """`vinyals`: Vinyals et al.'s 1200 training / 423 test characters with Snell et al.'s
+    172 val characters carved from the training ones, every rotation a class of its own
+    (4112 / 688 / 1692 classes). `maml`: Finn et al.'s characters shuffled with seed 1 into
+    1100 / 100 / 423, each drawn class turned at random."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -59,37 +62,40 @@ class Omniglot(EpisodeFamily):
                 f"task.image_size: got {self.image_size}; expected 1 to {SIDE} "
                 f"(Omniglot images are {SIDE}x{SIDE})"
             )
+        self._ids = split_ids(self.split)
         self.check_episode_fits(
-            {split: last - first + 1 for split, (first, last) in SPLIT_IDS.items()},
+            {split: len(ids) for split, ids in self._ids.items()},
             DRAWERS,
             source="Omniglot",
             examples="drawers per character",
         )
         self._suffix()  # fail on a bad data_dir now, before Ray starts
-        self._images: np.ndarray | None = None
+        self._splits: dict[str, np.ndarray] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (1, self.image_size, self.image_size)
 
     def rotations(self, split: str) -> int:
-        return 4 if split == "train" else 1
+        return 4
+
+    def random_turns(self, split: str) -> bool:
+        return self.split == "maml"
 
     def character_ids(self, split: str) -> np.ndarray:
         """Official ids of the characters of `split`, in class order."""
-        first, last = SPLIT_IDS[split]
-        return np.arange(first, last + 1)
+        return self._ids[split]
 
     def split_images(self, split: str) -> np.ndarray:
-        self.prepare()
-        first, last = SPLIT_IDS[split]
-        return cast(np.ndarray, self._images)[first - 1 : last]  # set by prepare()
+        if self._splits is None:
+            self.prepare()
+        return self._splits[split]  # type: ignore[index]  # set by prepare()
 
     def prepare(self) -> None:
         """Read all 1623 characters into memory, resized (about 25 MB at 28x28). The resized
         array is cached (see `cache_file`): decoding the 105x105 originals takes seconds,
         and every process that trains or evaluates (each Tune trial) would pay them."""
-        if self._images is not None:
+        if self._splits is not None:
             return
         suffix = self._suffix()
         sources = [Path(self.data_dir).expanduser() / (name + suffix) for name in PARTS]
@@ -99,7 +105,7 @@ class Omniglot(EpisodeFamily):
             try:
                 images = np.load(cache)
                 if images.shape == expected and images.dtype == np.uint8:
-                    self._images = images
+                    self._keep(images)
                     return
             except (OSError, ValueError):
                 pass  # a damaged cache file is rebuilt below
@@ -107,12 +113,18 @@ class Omniglot(EpisodeFamily):
         for path, count in zip(sources, PARTS.values()):
             parts.append(_resize(_read_part(path, first, count), self.image_size))
             first += count
-        self._images = np.concatenate(parts)
+        images = np.concatenate(parts)
+        self._keep(images)
         if cache is not None:
             try:
-                atomic_write(cache, lambda f: np.save(f, self._images))
+                atomic_write(cache, lambda f: np.save(f, images))
             except OSError:
                 pass  # an unwritable cache costs the next process the decoding, nothing else
+
+    def _keep(self, images: np.ndarray) -> None:
+        """Each split's rows of all characters' images (index = id - 1), kept apart so that
+        an episode indexes its split directly; together they hold each character once."""
+        self._splits = {split: images[ids - 1] for split, ids in self._ids.items()}
 
     def _suffix(self) -> str:
         """The name suffix of the layout found in data_dir."""

@@ -213,17 +213,11 @@ def test_conv4_vmapped_second_order_meta_gradient_equals_loop():
         torch.testing.assert_close(gv[k], gl[k], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("batching", ["vmap", "loop"])
-def test_batchnorm_second_order_gradient_matches_finite_differences(batching):
-    """The BatchNorm trap: with torch 2.13, one `grad` of a vmapped second-order loss through
-    BatchNorm's adapted scale is wrong; a `vmap` of per-task `grad`s (distmeta's task
-    batching) and the loop must agree with central differences in float64."""
-    torch.manual_seed(0)
-    model = SmoothBatchNormNet().double()
+def assert_meta_gradient_is_central_differences(model, tasks, cfg, batching, eps, tolerance):
+    """MAML's shard meta-gradient (batched as `batching`) against float64 central
+    differences of the meta-loss along three random directions."""
     params = {k: v.detach() for k, v in model.named_parameters()}
-    problem, tasks = make_problem(model, "classification", 3), image_tasks(2, 8)
-    cfg = AlgorithmConfig(name="maml", inner_lr=0.5, inner_steps=2)
-    algo = ALGORITHMS["maml"]
+    problem, algo = make_problem(model, "classification", 3), ALGORITHMS["maml"]
     grads, _ = shard_meta_grad(algo, params, {}, tasks, problem, cfg, batching)
 
     def meta_loss(p):
@@ -232,11 +226,21 @@ def test_batchnorm_second_order_gradient_matches_finite_differences(batching):
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
         direction = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
-        eps = 1e-5
         numeric = (meta_loss({k: params[k] + eps * direction[k] for k in params})
                    - meta_loss({k: params[k] - eps * direction[k] for k in params})) / (2 * eps)
         analytic = sum((grads[k] * direction[k]).sum().item() for k in params)
-        assert abs(numeric - analytic) <= 1e-7 * max(1.0, abs(analytic))
+        assert abs(numeric - analytic) <= tolerance * max(1.0, abs(analytic))
+
+
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_batchnorm_second_order_gradient_matches_finite_differences(batching):
+    """The BatchNorm trap: with torch 2.13, one `grad` of a vmapped second-order loss through
+    BatchNorm's adapted scale is wrong; a `vmap` of per-task `grad`s (distmeta's task
+    batching) and the loop must agree with central differences in float64."""
+    torch.manual_seed(0)
+    cfg = AlgorithmConfig(name="maml", inner_lr=0.5, inner_steps=2)
+    assert_meta_gradient_is_central_differences(SmoothBatchNormNet().double(), image_tasks(2, 8), cfg, batching,
+                                                eps=1e-5, tolerance=1e-7)
 
 
 def test_conv4_pooling_before_relu_is_the_usual_block():
@@ -290,3 +294,29 @@ def test_training_scores_before_adaptation_are_the_support_sets_and_evaluation_s
     if name != "protonet":
         query_loss = torch.stack([s["loss"] for s in before["query"]]).sum()
         assert abs(float(train["pre_loss"] - query_loss)) > 1e-3  # the support set, not the query
+
+
+@pytest.mark.parametrize(("size", "first_rows"), [(28, (0, 1, 2)), (7, (-1, 0, 1))])
+def test_strided_conv4_pads_as_tensorflows_same(size, first_rows):
+    """TF's SAME padding at stride 2 pads an even side only at the bottom and right: output
+    row 0 sees input rows 0-2 (28 -> 14); an odd side on both: rows -1..1 (7 -> 4)."""
+    model = Conv4(in_channels=1, image_size=size, channels=1, out_features=None, downsample="strided")
+    pad, conv = model.body[0], model.body[1]
+    for row in range(4):
+        for col in range(4):
+            image = torch.zeros(1, 1, size, size)
+            image[0, 0, row, col] = 1.0
+            with torch.no_grad():
+                out = conv(pad(image))[0, 0, 0, 0] - conv.bias[0]
+                expected = conv.weight[0, 0, row - first_rows[0], col - first_rows[0]] \
+                    if row in first_rows and col in first_rows else torch.tensor(0.0)
+            assert float(out) == pytest.approx(float(expected), abs=1e-7), (row, col)
+    assert conv(pad(torch.zeros(1, 1, size, size))).shape[-1] == -(-size // 2)
+
+
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_strided_conv4_second_order_gradient_matches_finite_differences(batching):
+    torch.manual_seed(0)
+    model = Conv4(in_channels=1, image_size=16, channels=4, out_features=3, downsample="strided").double()
+    cfg = AlgorithmConfig(name="maml", inner_lr=0.3, inner_steps=1)
+    assert_meta_gradient_is_central_differences(model, image_tasks(2, 16), cfg, batching, eps=1e-6, tolerance=1e-6)

@@ -18,6 +18,7 @@ from helpers import in_process, observable_config, read_jsonl, train
 
 from distmeta.experiment import build_experiment
 from distmeta.runtime import MetaLearner, channel, pool, worker
+from distmeta.runtime.executors import ship_user_code
 
 
 @pytest.mark.parametrize("transport", ["channel", "ray"])
@@ -43,7 +44,7 @@ def test_a_shard_error_is_the_familys_own_exception_and_the_learner_can_go_on(
 
 
 def test_a_channel_serves_only_the_holder_of_its_key(ray_local):
-    experiment = build_experiment(observable_config())
+    experiment = ship_user_code(build_experiment(observable_config()))
     actor = ray.remote(experiment.runner_class).options(num_cpus=0.5).remote(ray.put(experiment), 1)
     key = b"k" * 32
     try:

@@ -1,5 +1,6 @@
 """Meta-RL on the runtime: real gymnasium envs, real Ray actors, held-out evaluation."""
 
+import itertools
 import json
 
 import gymnasium as gym
@@ -130,6 +131,26 @@ def test_metrics_line_and_resume_is_exact(tmp_path):
     assert set(lines[0]["pre_adaptation"]) == {"return"}
     assert set(lines[0]["post_adaptation"]) == {"return", "loss"}
     assert lines[0]["env_steps_per_s"] > 0
+
+
+def test_promp_kl_coefficient_follows_the_inner_kl_and_resumes(tmp_path):
+    """Each line reports the inner KL after the iteration's outer steps and the coefficient
+    it used; the next line's coefficient is ProMP's update of it; a checkpoint carries it."""
+    from distmeta.algorithms.maml_rl import adapt_kl_coeffs
+
+    final_params(nav_config("iterations=5", "rl.inner_kl_target=0.001"), out_dir=tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["inner_kl_coeff"] == 0.01 and all(line["inner_kl"] > 0 for line in lines)
+    for before, after in itertools.pairwise(lines):
+        expected = adapt_kl_coeffs(np.array([before["inner_kl_coeff"]]), np.array([before["inner_kl"]]), 0.001)
+        assert after["inner_kl_coeff"] == pytest.approx(float(expected[0]))
+    assert len({line["inner_kl_coeff"] for line in lines}) > 1  # it moved
+    state = torch.load(max((tmp_path / "checkpoints").iterdir()), weights_only=True)
+    assert state["kl_coeffs"] == [float(adapt_kl_coeffs(np.array([lines[-1]["inner_kl_coeff"]]),
+                                                        np.array([lines[-1]["inner_kl"]]), 0.001)[0])]
+    off = MetaLearner(nav_config("rl.inner_kl_target=null"))
+    with off:
+        assert "inner_kl" not in off.step() and "kl_coeffs" not in off.state()
 
 
 def test_same_seed_same_policy_for_0_and_2_ray_workers(ray_local):

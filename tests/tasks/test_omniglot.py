@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from distmeta.config import Config
 from distmeta.errors import ConfigError, UserError
 from distmeta.experiment import build_experiment
 from distmeta.tasks.omniglot import Omniglot, read_omniglot_pngs
+from distmeta.tasks.omniglot_splits import ALPHABETS, character_names, split_ids
 
 SPLITS = ("train", "val", "test")
 
@@ -37,15 +40,65 @@ def paper(omniglot_dir: Path) -> np.ndarray:
     return np.concatenate([np.load(omniglot_dir / f"{name}.npz")["images"] for name in sets])
 
 
-def test_splits_are_the_vinyals_protocol(omniglot):
-    ids = {split: omniglot.character_ids(split) for split in SPLITS}
-    assert [len(ids[s]) for s in SPLITS] == [1200, 100, 323]
-    assert np.array_equal(np.concatenate([ids[s] for s in SPLITS]), np.arange(1, 1624))
-    classes = [len(omniglot.split_images(s)) * omniglot.rotations(s) for s in SPLITS]
-    assert classes == [1200 * 4, 100, 323]
+# sha256 of each of Snell et al.'s split files, lines sorted and joined by newlines
+# (github.com/jakesnell/prototypical-networks c9bb4d2, data/omniglot/splits/vinyals/).
+SNELL_SPLIT_SHA256 = {
+    "train": "2c896cd81ce6e265cb77cf6b6639f5413bb98cf6396cfb69e79bf3ae783f2e26",
+    "val": "aa90019d0f1878f34cd74856b44f307944e08b7408d636baebccd94ba852d517",
+    "test": "871120bc00230686b507e366092d9f804988354e61d5405c4008e002223f2bcc",
+}
+
+
+def test_vinyals_split_is_snells_split_files(omniglot):
+    names = character_names()
     for split in SPLITS:
-        images = omniglot.split_images(split)
+        lines = [f"{names[i - 1]}/rot{turn:03d}" for i in omniglot.character_ids(split) for turn in (0, 90, 180, 270)]
+        assert hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest() == SNELL_SPLIT_SHA256[split], split
+    assert np.array_equal(omniglot.character_ids("test"), np.arange(1201, 1624))
+
+
+@pytest.mark.parametrize(("protocol", "characters", "classes"), [
+    ("vinyals", [1028, 172, 423], [4112, 688, 1692]),
+    ("maml", [1100, 100, 423], [1100, 100, 423]),
+])
+def test_each_protocols_splits_hold_every_character_once(omniglot, protocol, characters, classes):
+    family = omniglot if protocol == "vinyals" else Omniglot(data_dir=omniglot.data_dir, split=protocol)
+    ids = {split: family.character_ids(split) for split in SPLITS}
+    assert [len(ids[s]) for s in SPLITS] == characters
+    assert np.array_equal(np.sort(np.concatenate([ids[s] for s in SPLITS])), np.arange(1, 1624))
+    assert [family.class_count(s, len(family.split_images(s))) for s in SPLITS] == classes
+    for split in SPLITS:
+        images = family.split_images(split)
         assert images.shape == (len(ids[split]), 20, 28, 28) and images.dtype == np.uint8
+
+
+def test_maml_split_is_the_sorted_names_shuffled_with_seed_1():
+    import random
+
+    names = character_names()
+    shuffled = sorted(names)
+    random.seed(1)  # as Finn et al.'s data_generator.py
+    random.shuffle(shuffled)
+    ids = split_ids("maml")
+    assert [names[i - 1] for i in ids["train"]] == shuffled[:1100]
+    assert [names[i - 1] for i in ids["val"]] == shuffled[1100:1200]
+    assert [names[i - 1] for i in ids["test"]] == shuffled[1200:]
+
+
+def test_alphabet_table_matches_the_official_data(omniglot_dir):
+    ranges = json.loads((omniglot_dir / "alphabet_id_ranges.json").read_text())
+    first = 1
+    for name, count in ALPHABETS:
+        assert ranges[name] == [first, first + count - 1], name
+        first += count
+    assert first == 1624 and len(ranges) == len(ALPHABETS)
+    names = character_names()
+    for small in ("images_background_small1.zip", "images_background_small2.zip"):
+        with zipfile.ZipFile(omniglot_dir / small) as archive:
+            for entry in archive.namelist():
+                match = re.search(r"([^/]+/character\d+)/(\d+)_\d+\.png$", entry)
+                if match:
+                    assert names[int(match[2]) - 1] == match[1], entry
 
 
 def test_split_rows_are_the_characters_by_id_area_averaged(omniglot, paper):
@@ -84,22 +137,28 @@ def test_episode_layout(omniglot, split, n_way, k_shot, q_query):
     assert np.bincount(task["query_y"], minlength=n_way).tolist() == [q_query] * n_way
 
 
+@pytest.mark.parametrize("protocol", ["vinyals", "maml"])
 @pytest.mark.parametrize("split", SPLITS)
-def test_episode_images_are_the_drawn_characters(omniglot, split):
-    rotations = omniglot.rotations(split)
+def test_episode_images_are_the_drawn_characters(omniglot, split, protocol):
+    """Every split turns classes by all four quarter turns; `maml` never draws one character
+    twice into an episode (its turns are drawn per class), `vinyals` may (its turns are
+    classes of their own)."""
+    family = omniglot if protocol == "vinyals" else Omniglot(data_dir=omniglot.data_dir, split=protocol)
     turns_seen = set()
-    for seed in range(10):
-        task = omniglot.sample_task(np.random.default_rng(seed), split)
-        classes, drawers = omniglot.sample_indices(np.random.default_rng(seed), split)
+    for seed in range(20):
+        task = family.sample_task(np.random.default_rng(seed), split)
+        classes, drawers = family.sample_indices(np.random.default_rng(seed), split)
         assert len(set(classes)) == 5 and all(len(set(row)) == 16 for row in drawers)
-        for label, (cls, row) in enumerate(zip(classes, drawers)):
-            character, turns = divmod(int(cls), rotations)
-            expected = np.rot90(omniglot.split_images(split)[character, row], turns, (1, 2))
+        characters, turns = np.divmod(classes, 4)
+        if protocol == "maml":
+            assert len(set(characters)) == 5
+        for label, (character, turn, row) in enumerate(zip(characters, turns, drawers)):
+            expected = np.rot90(family.split_images(split)[character, row], turn, (1, 2))
             support = task["support_x"][task["support_y"] == label, 0]
             query = task["query_x"][task["query_y"] == label, 0]
             assert np.array_equal(np.concatenate([support, query]), expected / np.float32(255))
-            turns_seen.add(turns)
-    assert turns_seen == ({0, 1, 2, 3} if split == "train" else {0})
+            turns_seen.add(int(turn))
+    assert turns_seen == {0, 1, 2, 3}
 
 
 def test_support_and_query_images_of_a_class_differ(omniglot):
@@ -186,8 +245,8 @@ def test_data_dir_without_a_complete_layout(tmp_path, files):
     "options, message",
     [
         (
-            {"n_way": 101},
-            "task.n_way: got 101; the val split has 100 classes; expected at most 100",
+            {"n_way": 689},
+            "task.n_way: got 689; the val split has 688 classes; expected at most 688",
         ),
         ({"n_way": 0}, "task.n_way: got 0; expected an integer >= 1"),
         ({"k_shot": 0}, "task.k_shot: got 0; expected an integer >= 1"),

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Reproduce a published number: train a paper's preset, evaluate on the paper's protocol.
+
+    python3 benchmarks/reproduce.py protonet-1shot --minutes 60        # a first part
+    python3 benchmarks/reproduce.py protonet-1shot --minutes 60 --resume   # the next one
+    python3 benchmarks/reproduce.py --table                             # BENCHMARKS.md's rows
+
+Each row trains one preset in `ROOT/NAME` (default runs/reproduce/NAME) until its
+iterations or the `--minutes` of this part, whichever comes first; `--resume` continues
+where the last part stopped (the run's own checkpoints, so the result is the one an
+uninterrupted run gives). `ROOT/NAME/reproduce.json` accumulates the parts (their wall
+time and iterations) and, after each part, the evaluation of the newest checkpoint on every
+published setting of the row: 600 test tasks (the papers' count), mean accuracy and its
+Student-t 95% interval. A row whose training has not reached the preset's iterations says
+so: its number is a budgeted one, never an extrapolation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SNELL = "Snell et al. 2017, Table 1"
+FINN = "Finn et al. 2017, Table 1"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One published number: the evaluation overrides that give its protocol."""
+
+    label: str
+    overrides: tuple[str, ...]
+    published: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Row:
+    preset: str
+    train: tuple[str, ...] = ()
+    settings: tuple[Setting, ...] = field(default_factory=tuple)
+
+
+def omniglot(way: int, shot: int, queries: int, published: str, source: str) -> Setting:
+    return Setting(f"Omniglot {way}-way {shot}-shot",
+                   (f"task.n_way={way}", f"task.k_shot={shot}", f"task.q_query={queries}"), published, source)
+
+
+# ProtoNets: one model per shot, tested 5- and 20-way with 15 queries (Snell's test
+# episodes). MAML: Finn's settings per way (20-way: meta-batch 16, inner lr 0.1, 5 steps).
+ROWS = {
+    "protonet-1shot": Row("omniglot-protonet", (), (
+        omniglot(5, 1, 15, "98.8", SNELL), omniglot(20, 1, 15, "96.0", SNELL))),
+    "protonet-5shot": Row("omniglot-protonet", ("task.k_shot=5",), (
+        omniglot(5, 5, 15, "99.7", SNELL), omniglot(20, 5, 15, "98.9", SNELL))),
+    "maml-5w1s": Row("omniglot-maml", (), (omniglot(5, 1, 1, "98.7 ± 0.4", FINN),)),
+    "maml-5w5s": Row("omniglot-maml", ("task.k_shot=5", "task.q_query=5"), (
+        omniglot(5, 5, 5, "99.9 ± 0.1", FINN),)),
+    "maml-20w1s": Row("omniglot-maml", ("task.n_way=20", "meta_batch_size=16", "algorithm.inner_lr=0.1",
+                                        "algorithm.inner_steps=5", "algorithm.eval_inner_steps=5"), (
+        omniglot(20, 1, 1, "95.8 ± 0.3", FINN),)),
+    "maml-20w5s": Row("omniglot-maml", ("task.n_way=20", "task.k_shot=5", "task.q_query=5", "meta_batch_size=16",
+                                        "algorithm.inner_lr=0.1", "algorithm.inner_steps=5",
+                                        "algorithm.eval_inner_steps=5"), (
+        omniglot(20, 5, 5, "98.9 ± 0.2", FINN),)),
+    "fomaml-5w1s": Row("omniglot-fomaml", (), (omniglot(5, 1, 1, "98.3 ± 0.5", FINN),)),
+    "metasgd-5w1s": Row("omniglot-metasgd", (), (omniglot(5, 1, 1, "99.53 ± 0.26", "Li et al. 2017, Table 1"),)),
+    "reptile-5w1s": Row("omniglot-reptile", (), (
+        omniglot(5, 1, 15, "97.68 ± 0.04 (transductive)", "Nichol et al. 2018, Table 1"),)),
+    "anil-5w1s": Row("omniglot-anil", (), (
+        omniglot(5, 1, 1, "none at 5-way (ANIL's Omniglot results are 20-way)", "Raghu et al. 2020"),)),
+}
+
+
+def load_record(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"parts": [], "results": []}
+
+
+def run_part(name: str, args) -> dict:
+    """Train one part of row `name` and evaluate it; the updated record."""
+    from distmeta.fileio import atomic_write
+    from distmeta.loading import load_config
+    from distmeta.runtime import MetaLearner
+    from distmeta.runtime.evaluate import evaluate
+
+    row = ROWS[name]
+    out = Path(args.root) / name
+    record_path = out / "reproduce.json"
+    if not args.resume and out.exists():
+        raise SystemExit(f"error: {out} holds a run already; continue it with --resume")
+    record = load_record(record_path)
+    config = load_config(row.preset, [*row.train, *args.overrides])
+    start = time.perf_counter()
+    with MetaLearner(config, out_dir=out, resume=args.resume) as learner:
+        first = learner.iteration
+        learner.train(time_budget_s=args.minutes * 60 if args.minutes else None)
+        last = learner.iteration
+    record["parts"].append({"command": shlex.join(sys.orig_argv), "iterations": [first, last],
+                            "train_s": time.perf_counter() - start, "ended": time.strftime("%Y-%m-%d %H:%M")})
+    record["config"] = {"preset": row.preset, "train": list(row.train), "overrides": args.overrides,
+                        "iterations": config.iterations}
+    record["results"] = []
+    for setting in row.settings:
+        scored = evaluate(out, tasks=args.eval_tasks, overrides=[*setting.overrides, *args.eval_overrides])
+        accuracy = scored["post_adaptation"]["accuracy"]
+        record["results"].append({"setting": setting.label, "published": setting.published,
+                                  "source": setting.source, "iteration": scored["iteration"],
+                                  "tasks": scored["tasks"], "mean": accuracy["mean"], "ci95": accuracy["ci95"]})
+    atomic_write(record_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+    return record
+
+
+def table(root: Path) -> str:
+    """BENCHMARKS.md's reproduction table from every row's record under `root`."""
+    header = ("| setting | method (row) | published | source | ours: accuracy % (95% t, tasks) | iterations | "
+              "compute | command |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    for name, row in ROWS.items():
+        record = load_record(root / name / "reproduce.json")
+        hours = sum(p["train_s"] for p in record["parts"]) / 3600
+        done = record["parts"][-1]["iterations"][1] if record["parts"] else 0
+        total = record.get("config", {}).get("iterations", "?")
+        results = {r["setting"]: r for r in record["results"]}
+        for setting in row.settings:
+            got = results.get(setting.label)
+            ours = (f"{100 * got['mean']:.2f} ± {100 * got['ci95']:.2f} ({got['tasks']})" if got else "not run")
+            budget = "" if done == total else " (budgeted: training unfinished)"
+            lines.append(f"| {setting.label} | {row.preset} ({name}) | {setting.published} | {setting.source} | "
+                         f"{ours}{budget if got else ''} | {done} / {total} | {hours:.2f} h, 2-core CPU | "
+                         f"`python3 benchmarks/reproduce.py {name}` |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", nargs="?", help=f"the row: {', '.join(ROWS)}")
+    parser.add_argument("--minutes", type=float, help="training wall time of this part (default: to the end)")
+    parser.add_argument("--resume", action="store_true", help="continue the row's run from its newest checkpoint")
+    parser.add_argument("--root", default="runs/reproduce", help="where the rows' runs live")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="train-config override (task.data_dir=... for the data)")
+    parser.add_argument("--eval-set", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="evaluation override besides the setting's own")
+    parser.add_argument("--eval-tasks", type=int, default=600, help="test tasks per setting (default 600)")
+    parser.add_argument("--table", action="store_true", help="print the reproduction table of every row")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(table(Path(args.root)))
+        return 0
+    if args.name not in ROWS:
+        print(f"error: NAME: got {args.name!r}; expected one of {', '.join(ROWS)}", file=sys.stderr)
+        return 2
+    if args.minutes is not None and not args.minutes > 0:
+        print(f"error: --minutes: got {args.minutes}; expected > 0", file=sys.stderr)
+        return 2
+    from distmeta.errors import UserError
+
+    try:
+        record = run_part(args.name, args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(record["results"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
