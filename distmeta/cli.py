@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -119,17 +121,20 @@ def _train(args) -> int:
 
     progress = _Progress(config.iterations)
     started_ray = False
+    again = ["distmeta", "train", args.config, *[f"--set={o}" for o in args.overrides],
+             *(["--address", args.address] if args.address else []), "--out", str(out), "--resume"]
+    stop = _StopOnSignal()
     try:
         if config.num_workers > 0:
             import ray
 
             started_ray = not ray.is_initialized()
-        with MetaLearner(config, out_dir=out, address=args.address, resume=args.resume) as learner:
+        with stop, MetaLearner(config, out_dir=out, address=args.address, resume=args.resume) as learner:
+            stop.install()  # again: starting Ray may have put its own SIGTERM handler in place
             progress.start(learner.iteration)
-            last = learner.train(progress.update)
+            last = learner.train(progress.update, stop=stop.requested)
+            at = learner.iteration
     except KeyboardInterrupt:
-        again = ["distmeta", "train", args.config, *[f"--set={o}" for o in args.overrides],
-                 *(["--address", args.address] if args.address else []), "--out", str(out), "--resume"]
         print(f"\ninterrupted; continue with: {shlex.join(again)}", file=sys.stderr)
         return 130
     finally:
@@ -137,11 +142,53 @@ def _train(args) -> int:
             import ray
 
             ray.shutdown()
+    if stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        print(f"stopped by {name} at iteration {at}, checkpoint written; continue with: {shlex.join(again)}",
+              file=sys.stderr)
+        return 128 + stop.signum
     progress.finish()
     if last is not None:
         print(f"done: {config.iterations} iterations, {_describe(last)}")
     print(f"run directory: {out}")
     return 0
+
+
+class _StopOnSignal:
+    """While training: the first Ctrl-C (SIGINT) or SIGTERM (what `kill` and schedulers
+    send) lets the current iteration finish and a checkpoint be written before the run
+    stops; a second Ctrl-C stops at once (the newest checkpoint is then the scheduled one)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._before: dict = {}
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signals reach only it
+            for sig in self.SIGNALS:
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration, with a checkpoint "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._before = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        self.install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
 
 
 def _out_dir(args, what: str, prefix: str) -> Path:

@@ -208,6 +208,52 @@ def test_saved_policy_acts_within_the_action_bounds_and_damage_is_one_error(nav2
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("name", "workers"), [
+    ("SIGINT", 0), pytest.param("SIGTERM", 1, marks=pytest.mark.ray)])
+def test_a_signal_stops_after_the_iteration_with_a_checkpoint_and_resume_is_exact(tmp_path, name, workers):
+    """Ctrl-C or SIGTERM long before the next scheduled checkpoint: the run stops after the
+    iteration in progress with a checkpoint there (exit 128 + the signal), and `--resume`
+    ends where an uninterrupted run ends. With a Ray worker, Ray's own SIGTERM handler does
+    not take over."""
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
+
+    def sets(iterations, workers=0):  # 1 worker or none: one shard, the same bits
+        return ["--set", f"num_workers={workers}", "--set", f"iterations={iterations}",
+                "--set", "checkpoint_every=100000", "--set", "meta_batch_size=10"]
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([DISTMETA, "train", "sinusoid-maml", *sets(100000, workers), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    sig = getattr(signal, name)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr
+    (checkpoint,) = list_checkpoints(out / "checkpoints")
+    at = load_checkpoint(checkpoint)["iteration"]
+    assert len(metrics.read_text().splitlines()) == at >= 3  # every finished iteration is in it
+    assert f"stopped by {name} at iteration {at}, checkpoint written; continue with: distmeta train" in stderr
+    assert "--resume" in stderr.splitlines()[-1] and "SIGTERM received" not in stderr
+
+    ok("train", "sinusoid-maml", *sets(at + 3), "--out", out, "--resume")
+    ok("train", "sinusoid-maml", *sets(at + 3), "--out", tmp_path / "whole")
+    resumed = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
+    whole = load_checkpoint(list_checkpoints(tmp_path / "whole" / "checkpoints")[-1])
+    assert resumed["iteration"] == whole["iteration"] == at + 3
+    for k, v in whole["meta_params"].items():
+        assert torch.equal(v, resumed["meta_params"][k]), k
+
+
 def test_a_killed_train_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
     """SIGKILL needs a process of its own: the driver runs as the console script."""
     import signal

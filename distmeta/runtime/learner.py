@@ -172,19 +172,25 @@ class MetaLearner:
         return n_tasks, sums, grad_norm, reissued
 
     def train(self, on_iteration: Callable[[dict], None] | None = None,
-              time_budget_s: float | None = None) -> dict | None:
-        """Iterate up to `config.iterations`, or until `time_budget_s` seconds have passed,
-        checkpointing on schedule and where it stops."""
-        line = None
+              time_budget_s: float | None = None, stop: Callable[[], bool] | None = None) -> dict | None:
+        """Iterate up to `config.iterations`, until `time_budget_s` seconds have passed, or
+        until `stop()` (asked before each iteration) says so, checkpointing on schedule and
+        where it stops (also where `stop` ends it before its first iteration, so that a run
+        stopped early can be resumed)."""
+        line, saved, stopped = None, None, False
         deadline = math.inf if time_budget_s is None else time.perf_counter() + time_budget_s
         every = self.config.checkpoint_every
         while self.iteration < self.config.iterations and time.perf_counter() < deadline:
+            if stop is not None and stop():
+                stopped = True
+                break
             line = self.step()
             if on_iteration is not None:
                 on_iteration(line)
             if self.iteration % every == 0:
                 self.save_checkpoint()
-        if line is not None and self.iteration % every != 0:
+                saved = self.iteration
+        if (line is not None or stopped) and saved != self.iteration:
             self.save_checkpoint()
         return line
 

@@ -42,10 +42,14 @@ def test_same_seed_same_meta_parameters_in_process_and_on_workers(ray_local, sin
 
 
 def test_any_shard_split_gives_the_same_gradient(ray_local, sine_config):
-    """Workers that each take a different number of tasks still give the in-process step."""
+    """Uneven shards (3 + 2 + 2 tasks), more of them than workers: the same bits as in-process
+    on the same shards, and the one-shard step up to the order of the sums."""
     reference = final_params(sine_config(meta_batch_size=7, iterations=3))
-    got = final_params(sine_config(meta_batch_size=7, iterations=3, num_workers=3,  # 3 + 2 + 2 tasks
-                                   **{"runtime.resources_per_worker.cpu": 0.5}))
+    shards = {"meta_batch_size": 7, "iterations": 3, "runtime.shards": 3}
+    here = final_params(sine_config(**shards))
+    got = final_params(sine_config(num_workers=2, **shards, **{"runtime.resources_per_worker.cpu": 0.5}))
+    for k in here:
+        assert torch.equal(here[k], got[k]), k
     assert_close_params(reference, got)
 
 
