@@ -54,21 +54,44 @@ class RunDirectory:
                 )
             return None
         if not found:
-            raise UserError(f"--resume: no checkpoint in {self.checkpoints}; start it without --resume")
+            # Stopped before its first checkpoint (killed): it starts over, a run being the
+            # same from the start; the folder's metrics lines are dropped by `open`.
+            saved = self._saved_config()
+            if saved is None:
+                raise UserError(f"--resume: no checkpoint in {self.checkpoints}; start it without --resume")
+            self._check_same(saved, config)
+            return None
         state = _newest_readable(found)
-        diff = first_difference(state["config"], config.to_dict(), ignore=RESUMABLE_CHANGES)
-        if diff is not None:
-            key, saved, current = diff
-            raise UserError(
-                f"--resume: config key '{key}' is {current!r} but the run in {self.path} used "
-                f"{saved!r}; resume with the run's config"
-            )
+        self._check_same(state["config"], config)
         if state["iteration"] > config.iterations:
             raise UserError(
                 f"iterations: got {config.iterations}, but the checkpoint is at iteration "
                 f"{state['iteration']}; expected at least that"
             )
         return state
+
+    def _saved_config(self) -> dict | None:
+        """The run's config.yaml as plain data; None when there is none."""
+        path = self.path / "config.yaml"
+        if not path.is_file():
+            return None
+        try:
+            saved = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UserError(f"--resume: cannot read {path} ({type(exc).__name__}); start the run again "
+                            "in another --out") from None
+        if not isinstance(saved, dict):
+            raise UserError(f"--resume: {path} is not a run's config; start the run again in another --out")
+        return saved
+
+    def _check_same(self, saved: dict, config: Config) -> None:
+        diff = first_difference(saved, config.to_dict(), ignore=RESUMABLE_CHANGES)
+        if diff is not None:
+            key, was, current = diff
+            raise UserError(
+                f"--resume: config key '{key}' is {current!r} but the run in {self.path} used "
+                f"{was!r}; resume with the run's config"
+            )
 
     def open(self, config: Config, iteration: int) -> None:
         """Create the folder, write config.yaml, keep metrics lines up to `iteration` and

@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from helpers import train
 
 from distmeta.errors import DivergedError, RunError, UserError
 from distmeta.runtime import MetaLearner, split_shards
@@ -152,6 +153,32 @@ def test_run_directory_errors(tmp_path, sine_config):
         MetaLearner(sine_config(iterations=1), out_dir=tmp_path, resume=True)
     with pytest.raises(UserError, match=r"^--resume: no checkpoint in "):
         MetaLearner(sine_config(), out_dir=tmp_path / "empty", resume=True)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, sine_config):
+    """Killed before any checkpoint (three iterations done, none saved): `--resume` starts
+    over with the run's config, drops the three lines and ends as a fresh run does."""
+    with MetaLearner(sine_config(iterations=6, checkpoint_every=100), out_dir=tmp_path / "run") as learner:
+        for _ in range(3):
+            learner.step()
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.pt"))
+    with pytest.raises(UserError, match=r"^--resume: config key 'seed' is 4 but the run in .* used 3"):
+        MetaLearner(sine_config(iterations=6, checkpoint_every=100, seed=4), out_dir=tmp_path / "run", resume=True)
+    with MetaLearner(sine_config(iterations=6, checkpoint_every=100), out_dir=tmp_path / "run", resume=True) as learner:
+        assert learner.iteration == 0
+        learner.train()
+        resumed = {k: v.detach().clone() for k, v in learner.meta.items()}
+    fresh = train(sine_config(iterations=6, checkpoint_every=100))
+    for k in fresh:
+        assert torch.equal(fresh[k], resumed[k]), k
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    (tmp_path / "run" / "config.yaml").write_text("- not: a config\n")
+    for ckpt in (tmp_path / "run" / "checkpoints").glob("*.pt"):
+        ckpt.unlink()
+    with pytest.raises(UserError, match=r"^--resume: .*config.yaml is not a run's config"):
+        MetaLearner(sine_config(iterations=6), out_dir=tmp_path / "run", resume=True)
 
 
 def test_damaged_checkpoints_are_refused_in_one_line(tmp_path, sine_config):
