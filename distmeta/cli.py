@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -38,6 +39,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # As `python -m` does: a user's module beside where the command is typed (task.family:
+    # mypkg.lines:Lines) imports without PYTHONPATH. Workers need no import (the family's
+    # code travels with it); Tune trials put the same folder on their path.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     parser = _Parser(prog="distmeta", description="Distributed meta-learning on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -3,6 +3,7 @@ process (what the console script calls); the ones marked as such run the install
 script in a subprocess, as a user types it."""
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers import DISTMETA, cli, one_error_line, run
@@ -286,3 +287,31 @@ def test_a_killed_train_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_pat
         assert torch.equal(v, resumed["meta_params"][k]), k
     lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
     assert [x["iteration"] for x in lines] == list(range(1, 401))
+
+
+@pytest.mark.tune
+def test_a_users_family_beside_the_command_imports_without_pythonpath(tmp_path):
+    """`task.family: mypkg.lines:Linear` from the folder holding mypkg/, as the README shows:
+    `train` and a Tune trial import it with no PYTHONPATH (Ray workers need no import: the
+    family's code travels with it, test_distributed)."""
+    import os
+    import shutil
+    import subprocess
+
+    import yaml
+
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    shutil.copy(Path(__file__).parent / "custom_family.py", tmp_path / "mypkg" / "lines.py")
+    config = {"iterations": 2, "meta_batch_size": 2, "num_workers": 0, "task": {"family": "mypkg.lines:Linear"}}
+    (tmp_path / "lines.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump({
+        "base": "lines.yaml", "search_space": {"algorithm.inner_lr": {"grid": [0.01]}},
+        "num_samples": 1, "max_iterations": 2, "report_every": 1}))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for args in (["train", "lines.yaml", "--out", "run"], ["tune", "search.yaml", "--out", "search"]):
+        proc = subprocess.run([DISTMETA, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "search" / "results.json").read_text())["trials"][0]["status"] == "done"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def run_trial(values: dict, base: dict, report_every: int, validation: dict, wor
     # mean what they meant where `distmeta tune` was typed.
     if Path(workdir).is_dir():
         os.chdir(workdir)
+        if workdir not in sys.path:  # a user's family module there imports, as in the CLI
+            sys.path.insert(0, workdir)
 
     # Tune's per-checkpoint INFO lines would drown the leaderboard; ours (worker losses)
     # reach the driver's console as the trial's stderr.
