@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--address", help="an existing Ray cluster (HOST:PORT or auto)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of this process (default: torch's own choice)")
+                        help="torch threads of this process (runtime.threads; default 1)")
     parser.add_argument("--eval-tasks", type=int, default=100, help="held-out tasks (default 100)")
     parser.add_argument("--split", default="test", help="train, val or test (default test)")
     parser.add_argument("--eval-steps", type=int, default=None,
@@ -93,8 +93,8 @@ def main(argv=None) -> int:
 
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     print(f"command: {command}", file=sys.stderr, flush=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads:  # the learner sets this process's threads from the config
+        args.overrides.append(f"runtime.threads={args.threads}")
 
     try:
         config = load_config(args.config, args.overrides)

@@ -202,6 +202,12 @@ class RuntimeConfig:
     max_shard_attempts: int = 3
     """A shard whose worker is lost (killed, its node gone, a straggler) this many times
     ends the run with an error instead of being re-run again."""
+    threads: int | None = None
+    """torch threads of each worker and, in-process (`num_workers: 0`, `eval`, `adapt`), of
+    this process. Unset: a worker takes its `resources_per_worker.cpu` (at least 1); this
+    process takes 1. Measured (benchmarks/threads.py, BENCHMARKS.md): beside one busy
+    process, 2 threads ran 3-4x slower than 1; on a quiet machine they gained nothing on
+    small models and 1.5x on a large Conv4 step, so set it on a machine of your own."""
     shards: int | None = None
     """Shards each meta-batch is split into: a worker's unit of work, and the unit of the
     one order their gradients are added in, so a run's bits depend on the shards, never on
@@ -215,6 +221,8 @@ class RuntimeConfig:
         positive("runtime.max_shard_attempts", self.max_shard_attempts)
         if self.shards is not None:
             positive("runtime.shards", self.shards)
+        if self.threads is not None:
+            positive("runtime.threads", self.threads)
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,10 @@ class Experiment:
         params = {k: v.detach().clone() for k, v in network.named_parameters()}
         return self.algorithm.init(params, self.config.algorithm)
 
-    def make_runner(self, threads: int | None = None):
-        """This process's own shard runner (`num_workers: 0`, evaluation, adaptation)."""
-        return self.runner_class(self, threads)
+    def make_runner(self):
+        """This process's own shard runner (`num_workers: 0`, evaluation, adaptation), with
+        this process's torch threads set to `runtime.threads` (default 1)."""
+        return self.runner_class(self, self.config.runtime.threads or 1)
 
 
 def build_experiment(config: Config) -> Experiment:

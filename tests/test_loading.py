@@ -56,6 +56,7 @@ def test_yaml_round_trip(tmp_path):
     (["num_workers=30"], r"^num_workers: got 30 for meta_batch_size 25"),
     (["meta_batch_size=0"], r"^meta_batch_size: got 0; expected a value > 0"),
     (["runtime.shards=0"], r"^runtime.shards: got 0; expected a value > 0"),
+    (["runtime.threads=0"], r"^runtime.threads: got 0; expected a value > 0"),
     (["runtime.shards=26"], r"^runtime.shards: got 26 for meta_batch_size 25; expected at most one shard per task"),
     (["runtime.shards=1"], r"^runtime.shards: got 1 for num_workers 2; expected at least one shard per worker"),
     (["runtime.shards=two"], r"^runtime.shards: got 'two'; expected an integer"),

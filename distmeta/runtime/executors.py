@@ -100,7 +100,8 @@ def start_executor(experiment: Experiment, address: str | None = None,
 
     experiment_ref = ray.put(ship_user_code(experiment))  # the dataset reaches every worker once, by reference
     return WorkerPool(
-        experiment.runner_class, (experiment_ref, max(1, int(cpu))), n, num_cpus=cpu, num_gpus=gpu,
+        experiment.runner_class, (experiment_ref, config.runtime.threads or max(1, int(cpu))), n,
+        num_cpus=cpu, num_gpus=gpu,
         timeout_s=config.runtime.shard_timeout_s, max_attempts=config.runtime.max_shard_attempts,
         on_event=on_event,
     )

@@ -307,3 +307,14 @@ def test_load_is_save_read_back(tmp_path, sine_config):
         assert loaded.step()["meta_loss"] == MetaLearner.load(source).step()["meta_loss"]
     with pytest.raises(UserError, match=r"^checkpoint: .*nowhere.pt does not exist"):
         MetaLearner.load(tmp_path / "nowhere.pt")
+
+
+def test_an_in_process_run_takes_one_torch_thread_unless_runtime_threads_says(sine_config):
+    before = torch.get_num_threads()
+    try:
+        with MetaLearner(sine_config(**{"runtime.threads": 2})):
+            assert torch.get_num_threads() == 2
+        with MetaLearner(sine_config()):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
