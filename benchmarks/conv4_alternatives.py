@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         "algorithm.inner_steps=1", "algorithm.first_order=false", f"task.data_dir={args.data_dir}",
         "num_workers=0"])
     experiment = build_experiment(config)
-    runner = experiment.make_runner(1)
+    runner = experiment.make_runner()
     tasks = runner.family.sample([train_task_rng(0, 0, i) for i in range(args.tasks)], "train")
     channels_last = {k: v.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3) if v.dim() == 5 else v
                      for k, v in tasks.items()}

@@ -40,7 +40,7 @@ def gradient_check(data_dir: str, tasks: int) -> list[dict]:
     from distmeta.experiment import build_experiment
 
     rows = []
-    cpu = build_experiment(config(data_dir, "runtime.device=cpu", "runtime.task_batching=loop")).make_runner(1)
+    cpu = build_experiment(config(data_dir, "runtime.device=cpu", "runtime.task_batching=loop")).make_runner()
     flat = cpu.layout.flatten(dict(cpu.problem.model.named_parameters())).numpy()
     reference, _, _ = cpu.meta_grad(flat, 0, range(tasks))
     scale = float(np.abs(reference).max())
@@ -49,7 +49,7 @@ def gradient_check(data_dir: str, tasks: int) -> list[dict]:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         for batching in ("loop", "vmap"):
             gpu = build_experiment(config(data_dir, "runtime.device=cuda",
-                                          f"runtime.task_batching={batching}")).make_runner(1)
+                                          f"runtime.task_batching={batching}")).make_runner()
             got, _, _ = gpu.meta_grad(flat, 0, range(tasks))
             rows.append({"batching": batching, "tf32": tf32,
                          "max_abs_diff_over_max_abs": float(np.abs(got - reference).max()) / scale})

@@ -149,7 +149,7 @@ def worker_rate(args) -> dict:
     variants = {}
     for variant in args.compare or [""]:
         experiment = build_experiment(load_config(args.config, [*args.set, *filter(None, variant.split(","))]))
-        runner = experiment.make_runner(1)
+        runner = experiment.make_runner()
         variants[variant or "as configured"] = (runner, runner.layout.flatten(experiment.initial_meta_params()).numpy())
     raw = None
     if args.raw_mujoco:

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     tu.add_argument("--address", help="an existing Ray cluster (HOST:PORT or auto)")
     tu.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
 
-    sub.add_parser("presets", help="list the built-in configs")
+    pr = sub.add_parser("presets", help="list the built-in configs")
+    pr.add_argument("--show", metavar="NAME", help="print one preset's YAML, with its comments")
 
     args = parser.parse_args(argv)
     log_to_stderr()
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             return _adapt(args)
         if args.command == "tune":
             return _tune(args)
-        return _presets()
+        return _presets(args.show)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -283,15 +284,25 @@ def _tune(args) -> int:
 
 
 def _short(value) -> str:
+    if value is None:  # a trial that never started has no values yet
+        return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _presets() -> int:
-    for name, path in presets().items():
+def _presets(show: str | None) -> int:
+    found = presets()
+    if show is not None:
+        if show not in found:
+            raise UserError(f"presets --show: got '{show}'; expected one of: {', '.join(found)}")
+        print(found[show].read_text(), end="")
+        return 0
+    for name, path in found.items():
         raw = read_yaml(str(path))
         task = raw.get("task", {}).get("family", "?")
         algo = raw.get("algorithm", {}).get("name", "?")
-        print(f"{name:<22} {algo} on {task}")
+        print(f"{name:<20} {algo} on {task}, {raw.get('iterations', '?')} iterations, "
+              f"{raw.get('num_workers', 0)} workers")
+    print("(distmeta presets --show NAME prints one, with where it follows its paper)")
     return 0
 
 

@@ -16,10 +16,18 @@ def ok(*args):
     return result
 
 
-def test_presets_lists_the_builtins():
+def test_presets_lists_the_builtins_and_shows_one():
+    from distmeta.loading import presets
+
     out = ok("presets").stdout
-    for name in ("sinusoid-maml", "omniglot-maml", "omniglot-protonet", "nav2d-maml"):
+    assert "omniglot-protonet    protonet on omniglot, 20000 iterations, 0 workers" in out
+    for name in presets():
         assert name in out
+    shown = ok("presets", "--show", "omniglot-maml").stdout
+    assert shown == presets()["omniglot-maml"].read_text() and shown.startswith("# MAML on Omniglot")
+    bad = cli("presets", "--show", "omniglot")
+    assert bad.returncode == 2
+    assert one_error_line(bad).startswith("error: presets --show: got 'omniglot'; expected one of: ")
 
 
 def test_the_console_script_answers_help_presets_and_bad_keys():

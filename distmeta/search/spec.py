@@ -275,6 +275,10 @@ class SearchSpec:
                 set_dotted(raw, f"runtime.resources_per_worker.{theirs}", getattr(self.resources, ours))
         if self.max_iterations is not None:
             raw["iterations"] = self.max_iterations
+        if "algorithm.inner_steps" in self.space and not {"algorithm.eval_inner_steps"} & {*self.space, *self.fixed}:
+            # A searched inner_steps is scored with as many steps: otherwise every trial
+            # would be validated with the base's eval_inner_steps, whatever it trained with.
+            raw.setdefault("algorithm", {})["eval_inner_steps"] = None
         return raw
 
     def iterations(self) -> int:

@@ -46,6 +46,15 @@ def test_nested_and_dotted_keys_and_set_overrides():
     assert (trial.algorithm.inner_lr, trial.algorithm.inner_steps, trial.algorithm.outer_lr) == (0.05, 2, 0.02)
 
 
+def test_a_searched_inner_steps_is_scored_with_as_many_steps_unless_eval_steps_is_given():
+    shipped = load_search("sinusoid_maml_asha")  # its base fixes eval_inner_steps: 1
+    assert shipped.train_config({"algorithm.inner_steps": 3}).algorithm.steps_for_eval == 3
+    fixed = load_search("sinusoid_maml_asha", ["fixed.algorithm.eval_inner_steps=5"])
+    assert fixed.train_config({"algorithm.inner_steps": 3}).algorithm.steps_for_eval == 5
+    lr_only = spec(base={**BASE, "algorithm": {"eval_inner_steps": 2}})
+    assert lr_only.train_config({"algorithm.inner_lr": 0.05}).algorithm.eval_inner_steps == 2  # the base's
+
+
 def test_defaults_by_family_and_validation():
     assert spec().objective() == ("post_adaptation.loss", "min")
     assert spec(validation={"tasks": 10}).objective() == ("val.post_adaptation.loss", "min")
