@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -44,9 +45,10 @@ class Omniglot(EpisodeFamily):
     `image_size`.
     """
 
-    data_dir: str = "data/omniglot"
+    data_dir: str = field(default_factory=lambda: os.environ.get("DISTMETA_OMNIGLOT", "data/omniglot"))
     """Folder holding images_background.npz + images_evaluation.npz, or the official
-    images_background.zip + images_evaluation.zip, or those zips extracted."""
+    images_background.zip + images_evaluation.zip (github.com/brendenlake/omniglot,
+    `python/`), or those zips extracted. Unset: $DISTMETA_OMNIGLOT, else data/omniglot."""
     image_size: int = 28
     """Side of the square images fed to the model (1 to 105)."""
     split: Literal["vinyals", "maml"] = "vinyals"
@@ -138,7 +140,8 @@ class Omniglot(EpisodeFamily):
             "images_evaluation.zip, or the folders images_background/ + images_evaluation/"
         )
         problem = "holds none of" if root.is_dir() else "is not a folder; expected one holding"
-        raise ConfigError(f"task.data_dir: '{root}' {problem} {expected}")
+        raise ConfigError(f"task.data_dir: '{root}' {problem} {expected} (set task.data_dir or "
+                          "DISTMETA_OMNIGLOT; the zips: github.com/brendenlake/omniglot, python/)")
 
 
 def cache_file(sources: list[Path], image_size: int) -> Path | None:

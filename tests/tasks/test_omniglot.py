@@ -226,6 +226,19 @@ def test_zip_layout_is_accepted_and_a_broken_zip_is_a_user_error(tmp_path):
         family.prepare()
 
 
+def test_data_dir_defaults_to_distmeta_omniglot(omniglot_dir, monkeypatch, tmp_path):
+    from distmeta.loading import load_config
+
+    monkeypatch.setenv("DISTMETA_OMNIGLOT", str(omniglot_dir))
+    assert Omniglot().data_dir == str(omniglot_dir)
+    assert build_experiment(load_config("omniglot-protonet")).family.data_dir == str(omniglot_dir)
+    monkeypatch.delenv("DISTMETA_OMNIGLOT")
+    monkeypatch.chdir(tmp_path)  # no data/omniglot here
+    with pytest.raises(ConfigError, match=r"^task\.data_dir: 'data/omniglot' is not a folder.*set task.data_dir or "
+                       r"DISTMETA_OMNIGLOT; the zips: github.com/brendenlake/omniglot"):
+        build_experiment(load_config("omniglot-maml"))
+
+
 def test_missing_data_dir(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(ConfigError, match=r"^task\.data_dir: .*nowhere' is not a folder") as err:
