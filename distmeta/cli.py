@@ -6,7 +6,8 @@
     distmeta adapt RUN_DIR_OR_CHECKPOINT (--task KEY=VALUE... | --sample-task SEED)
                    [--steps K] [--episodes E] [--seed S] [--json] [--save DIR]
     distmeta tune SEARCH_CONFIG [--set KEY=VALUE]... [--out DIR] [--address ADDR] [--resume]
-    distmeta presets
+    distmeta plot RUN_DIR... [--out curve.png] [--window N]
+    distmeta presets [--show NAME]
 
 Bad input exits with status 2 and one line on stderr starting `error:`; a run that
 cannot go on (workers lost beyond `runtime.max_shard_attempts`, a diverged meta-gradient)
@@ -22,11 +23,10 @@ import os
 import shlex
 import signal
 import sys
-import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
+from distmeta.console import Progress, StopOnSignal, describe
 from distmeta.errors import RunError, UserError
 from distmeta.loading import apply_overrides, load_config, presets, read_yaml
 from distmeta.log import log_to_stderr
@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     tu.add_argument("--address", help="an existing Ray cluster (HOST:PORT or auto)")
     tu.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
 
+    pl = sub.add_parser("plot", help="pre/post-adaptation curves of training runs, as a PNG")
+    pl.add_argument("runs", nargs="+", help="run directories")
+    pl.add_argument("--out", default="curve.png", help="the PNG to write (default curve.png)")
+    pl.add_argument("--window", type=int, default=50, help="iterations per mean (default 50)")
+
     pr = sub.add_parser("presets", help="list the built-in configs")
     pr.add_argument("--show", metavar="NAME", help="print one preset's YAML, with its comments")
 
@@ -108,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             return _adapt(args)
         if args.command == "tune":
             return _tune(args)
+        if args.command == "plot":
+            from distmeta.plot import plot_runs
+
+            print(f"wrote {plot_runs(args.runs, args.out, args.window)}")
+            return 0
         return _presets(args.show)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -126,11 +136,11 @@ def _train(args) -> int:
 
     from distmeta.runtime.learner import MetaLearner
 
-    progress = _Progress(config.iterations)
+    progress = Progress(config.iterations)
     started_ray = False
     again = ["distmeta", "train", args.config, *[f"--set={o}" for o in args.overrides],
              *(["--address", args.address] if args.address else []), "--out", str(out), "--resume"]
-    stop = _StopOnSignal()
+    stop = StopOnSignal()
     try:
         if config.num_workers > 0:
             import ray
@@ -156,46 +166,9 @@ def _train(args) -> int:
         return 128 + stop.signum
     progress.finish()
     if last is not None:
-        print(f"done: {config.iterations} iterations, {_describe(last)}")
+        print(f"done: {config.iterations} iterations, {describe(last)}")
     print(f"run directory: {out}")
     return 0
-
-
-class _StopOnSignal:
-    """While training: the first Ctrl-C (SIGINT) or SIGTERM (what `kill` and schedulers
-    send) lets the current iteration finish and a checkpoint be written before the run
-    stops; a second Ctrl-C stops at once (the newest checkpoint is then the scheduled one)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._before: dict = {}
-
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():  # signals reach only it
-            for sig in self.SIGNALS:
-                signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration, with a checkpoint "
-              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._before = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
-        self.install()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._before.items():
-            signal.signal(sig, handler)
 
 
 def _out_dir(args, what: str, prefix: str) -> Path:
@@ -304,43 +277,6 @@ def _presets(show: str | None) -> int:
               f"{raw.get('num_workers', 0)} workers")
     print("(distmeta presets --show NAME prints one, with where it follows its paper)")
     return 0
-
-
-def _describe(line: dict) -> str:
-    if "return" in line["pre_adaptation"]:
-        return (f"return pre-adaptation {line['pre_adaptation']['return']:.3f}, "
-                f"post {line['post_adaptation']['return']:.3f}")
-    text = f"pre-adaptation loss {line['pre_adaptation']['loss']:.4f}, " \
-           f"post {line['post_adaptation']['loss']:.4f}"
-    if "accuracy" in line["post_adaptation"]:
-        text += f", accuracy pre {line['pre_adaptation']['accuracy']:.3f} " \
-                f"post {line['post_adaptation']['accuracy']:.3f}"
-    return text
-
-
-class _Progress:
-    """A live line on a terminal; periodic lines (about 20 a run) in a log."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.live = sys.stderr.isatty()
-        self.every = max(1, total // 20)
-
-    def start(self, iteration: int) -> None:
-        self.first, self.t0 = iteration, time.perf_counter()
-
-    def update(self, line: dict) -> None:
-        i = line["iteration"]
-        rate = (i - self.first) / max(time.perf_counter() - self.t0, 1e-9)
-        text = f"iter {i}/{self.total}  {rate:.2f} it/s  {_describe(line)}"
-        if self.live:
-            print(f"\r{text}\033[K", end="", file=sys.stderr, flush=True)
-        elif i % self.every == 0 or i == self.total:
-            print(text, file=sys.stderr, flush=True)
-
-    def finish(self) -> None:
-        if self.live:
-            print(file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -128,3 +129,26 @@ def one_error_line(result) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[float]]:
+    """Scalars of the TensorBoard event files in `folder` (the TFRecord framing read by
+    hand), in step order, as TensorBoard shows them: a restart marker (SessionLog START at
+    step s) drops what earlier files logged at steps >= s."""
+    from tensorboardX.proto import event_pb2
+
+    by_step: dict[str, dict[int, float]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+                for steps in by_step.values():
+                    for step in [s for s in steps if s >= event.step]:
+                        del steps[step]
+            for value in event.summary.value:
+                by_step.setdefault(value.tag, {})[event.step] = value.simple_value
+    return {tag: [steps[s] for s in sorted(steps)] for tag, steps in by_step.items()}

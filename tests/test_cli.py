@@ -323,3 +323,24 @@ def test_a_users_family_beside_the_command_imports_without_pythonpath(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
     assert json.loads((tmp_path / "search" / "results.json").read_text())["trials"][0]["status"] == "done"
+
+
+def test_plot_draws_the_curves_of_several_runs_and_bad_input_is_one_line(tmp_path):
+    for name, seed in (("a", 1), ("b", 2)):
+        ok("train", "sinusoid-maml", "--set", "num_workers=0", "--set", "iterations=6", "--set", f"seed={seed}",
+           "--out", tmp_path / name)
+    from distmeta.plot import read_curve
+
+    score, iterations, means = read_curve(tmp_path / "a", window=4)
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert score == "loss" and iterations.tolist() == [1, 2, 3, 4, 5, 6]
+    post = [line["post_adaptation"]["loss"] for line in lines]
+    assert means["post"][1] == pytest.approx(sum(post[:2]) / 2) and means["post"][5] == pytest.approx(sum(post[2:]) / 4)
+    out = ok("plot", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "fig" / "curve.png", "--window", "4")
+    assert (tmp_path / "fig" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(tmp_path / "fig" / "curve.png") in out.stdout
+    for args, message in (([tmp_path / "nowhere"], "error: " + str(tmp_path / "nowhere" / "metrics.jsonl")
+                           + ": cannot read a run's metrics"),
+                          ([tmp_path / "a", "--window", "0"], "error: --window: got 0; expected >= 1")):
+        bad = cli("plot", *args)
+        assert bad.returncode == 2 and one_error_line(bad).startswith(message)

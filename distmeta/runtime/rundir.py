@@ -3,6 +3,7 @@
     DIR/config.yaml        the resolved config
     DIR/metrics.jsonl      one JSON line per iteration
     DIR/events.jsonl       worker events (started, lost, replaced)
+    DIR/tensorboard/       the metrics lines as TensorBoard scalars (`tensorboard --logdir DIR`)
     DIR/checkpoints/       ckpt-NNNNNNN.pt, the newest `runtime.keep_checkpoints` kept
 
 `check` decides, before any work and writing nothing, whether the folder may hold a new
@@ -38,6 +39,7 @@ class RunDirectory:
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
         self._metrics: TextIO | None = None
+        self._tensorboard = None
 
     def check(self, config: Config, resume: bool) -> dict | None:
         """Raise `UserError` if the folder cannot take this run; with `resume`, the state of
@@ -102,10 +104,13 @@ class RunDirectory:
                      lambda f: f.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode()))
         # Opened once, line-buffered: each line reaches the OS whole as it is written.
         self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
+        self._tensorboard = _open_tensorboard(self.path / "tensorboard", iteration)
 
     def write_metrics(self, line: dict) -> None:
         if self._metrics is not None:
             self._metrics.write(json.dumps(line) + "\n")
+        if self._tensorboard is not None:
+            self._tensorboard.add_summary(_summary(line), line["iteration"])
 
     def write_event(self, event: dict) -> None:
         with open(self.path / "events.jsonl", "a") as f:
@@ -118,6 +123,9 @@ class RunDirectory:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
 
 def _newest_readable(found: list[Path]) -> dict:
@@ -147,3 +155,32 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
         if entry["iteration"] <= iteration:
             kept.append(line)
     atomic_write(path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
+
+
+def _open_tensorboard(folder: Path, iteration: int):
+    """An event file for the metrics from `iteration` on. A resumed run first marks a
+    restart at its next step, so TensorBoard drops what an interrupted part wrote past the
+    checkpoint (the metrics lines are cut the same way)."""
+    from tensorboardX import FileWriter  # Ray Tune's dependency; 1 s to import, so only here
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    # Each part its own file (named by time, then by the iteration it starts from): a part
+    # started within the same second as the last must not overwrite its file.
+    writer = FileWriter(str(folder), flush_secs=10, filename_suffix=f".from{iteration:010d}")
+    if iteration > 0:
+        writer.add_event(Event(step=iteration + 1, session_log=SessionLog(status=SessionLog.START)))
+    return writer
+
+
+def _summary(line: dict, prefix: str = ""):
+    """One Summary of every number in a metrics line (`post_adaptation/loss`, ...): one
+    event per iteration, 0.1 ms here, where one `add_scalar` per metric took 1 ms."""
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    values = []
+    for key, value in line.items():
+        if isinstance(value, dict):
+            values += _summary(value, f"{prefix}{key}/").value
+        elif isinstance(value, (int, float)) and key != "iteration":
+            values.append(Summary.Value(tag=prefix + key, simple_value=float(value)))
+    return Summary(value=values)

@@ -318,3 +318,25 @@ def test_an_in_process_run_takes_one_torch_thread_unless_runtime_threads_says(si
             assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_metrics_lines_reach_tensorboard_and_a_resume_replaces_what_a_kill_left(tmp_path, sine_config):
+    """Every number of every metrics line is a TensorBoard scalar at its iteration. A run
+    killed after iteration 5 with its checkpoint at 3 resumes from 3: TensorBoard then shows
+    iterations 4 and 5 as the resumed run wrote them, once, as metrics.jsonl does."""
+    from helpers import tensorboard_scalars
+
+    config = sine_config(iterations=6, checkpoint_every=3)
+    with MetaLearner(config, out_dir=tmp_path) as learner:
+        learner.train(stop=lambda: learner.iteration == 3)  # stops with a checkpoint at 3
+        learner.step()
+        learner.step()  # 4 and 5: no checkpoint, as if killed now
+    with MetaLearner(config, out_dir=tmp_path, resume=True) as learner:
+        learner.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    scalars = tensorboard_scalars(tmp_path / "tensorboard")
+    assert {"meta_loss", "post_adaptation/loss", "pre_adaptation/loss", "grad_norm", "time_s"} <= set(scalars)
+    for tag, path in (("post_adaptation/loss", ("post_adaptation", "loss")), ("grad_norm", ("grad_norm",))):
+        expected = [line[path[0]][path[1]] if len(path) == 2 else line[path[0]] for line in lines]
+        assert scalars[tag] == pytest.approx(expected, rel=1e-6), tag

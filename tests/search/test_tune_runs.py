@@ -4,14 +4,13 @@ shipped config run small."""
 
 import json
 import signal
-import struct
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DISTMETA, Killer, cli, in_process, observable_config, one_error_line
+from helpers import DISTMETA, Killer, cli, in_process, observable_config, one_error_line, tensorboard_scalars
 
 from distmeta import MetaLearner
 from distmeta.search import load_search
@@ -33,23 +32,6 @@ def trial_rows(out: Path) -> dict[str, list[dict]]:
         if lines:
             rows[lines[0]["trial_id"]] = lines
     return rows
-
-
-def tensorboard_scalars(trial_dir: Path) -> dict[str, list[float]]:
-    """Scalars of a trial's TensorBoard event files (the TFRecord framing read by hand)."""
-    from tensorboardX.proto import event_pb2
-
-    scalars: dict[str, list[float]] = {}
-    for path in trial_dir.glob("events.out.tfevents.*"):
-        data = path.read_bytes()
-        at = 0
-        while at < len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
-            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
-            at += 12 + length + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append(value.simple_value)
-    return scalars
 
 
 def ok(*args):
