@@ -26,7 +26,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from distmeta.console import Progress, StopOnSignal, describe
+from distmeta.console import Progress, StopOnSignal, TaskProgress, describe, window_mean
 from distmeta.errors import RunError, UserError
 from distmeta.loading import apply_overrides, load_config, presets, read_yaml
 from distmeta.log import log_to_stderr
@@ -148,13 +148,14 @@ def _train(args) -> int:
             started_ray = not ray.is_initialized()
         with stop, MetaLearner(config, out_dir=out, address=args.address, resume=args.resume) as learner:
             stop.install()  # again: starting Ray may have put its own SIGTERM handler in place
-            progress.start(learner.iteration)
+            progress.start(learner.iteration, str(out))
             last = learner.train(progress.update, stop=stop.requested)
             at = learner.iteration
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: {shlex.join(again)}", file=sys.stderr)
         return 130
     finally:
+        progress.finish()
         if started_ray:
             import ray
 
@@ -164,9 +165,9 @@ def _train(args) -> int:
         print(f"stopped by {name} at iteration {at}, checkpoint written; continue with: {shlex.join(again)}",
               file=sys.stderr)
         return 128 + stop.signum
-    progress.finish()
     if last is not None:
-        print(f"done: {config.iterations} iterations, {describe(last)}")
+        print(f"done: {config.iterations} iterations, {describe(window_mean(progress.recent))} "
+              f"(mean of the last {len(progress.recent)})")
     print(f"run directory: {out}")
     return 0
 
@@ -183,8 +184,12 @@ def _out_dir(args, what: str, prefix: str) -> Path:
 def _eval(args) -> int:
     from distmeta.runtime.evaluate import evaluate
 
-    result = evaluate(args.checkpoint, tasks=args.tasks, split=args.split, steps=args.steps,
-                      overrides=args.overrides, seed=args.seed)
+    progress = TaskProgress("evaluating")
+    try:
+        result = evaluate(args.checkpoint, tasks=args.tasks, split=args.split, steps=args.steps,
+                          overrides=args.overrides, seed=args.seed, on_progress=progress)
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(result, allow_nan=False))
         return 0

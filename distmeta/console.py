@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
+from typing import Any
 
 
 class StopOnSignal:
@@ -58,26 +60,81 @@ def describe(line: dict) -> str:
     return text
 
 
+def window_mean(lines) -> dict:
+    """The mean of metrics lines' pre- and post-adaptation scores (a line's shape)."""
+    return {phase: {k: sum(line[phase][k] for line in lines) / len(lines) for k in lines[-1][phase]}
+            for phase in ("pre_adaptation", "post_adaptation")}
+
+
 class Progress:
-    """A live line on a terminal; periodic lines (about 20 a run) in a log."""
+    """Training progress on stderr: the run folder and where a resume starts; then, on a
+    terminal, a tqdm bar, and in a log a line every `every_s` seconds, each with the steady
+    rate (iteration times only, no start-up), the ETA, and the means of the last `window`
+    iterations (one meta-batch's numbers are noisy)."""
 
-    def __init__(self, total: int):
-        self.total = total
-        self.live = sys.stderr.isatty()
-        self.every = max(1, total // 20)
+    def __init__(self, total: int, every_s: float = 30.0, window: int = 50):
+        self.total, self.every_s = total, every_s
+        self.recent: deque[dict] = deque(maxlen=window)
+        self.bar = None
 
-    def start(self, iteration: int) -> None:
-        self.first, self.t0 = iteration, time.perf_counter()
+    def start(self, iteration: int, out: str) -> None:
+        where = f"resuming at iteration {iteration} of {self.total}" if iteration else f"{self.total} iterations"
+        print(f"run directory: {out} ({where})", file=sys.stderr, flush=True)
+        self.last_print = time.monotonic()
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=iteration, unit="it", file=sys.stderr, mininterval=0.5,
+                            dynamic_ncols=True, leave=True)
+
+    def mean_text(self) -> str:
+        return f"mean of the last {len(self.recent)}: {describe(window_mean(self.recent))}"
 
     def update(self, line: dict) -> None:
-        i = line["iteration"]
-        rate = (i - self.first) / max(time.perf_counter() - self.t0, 1e-9)
-        text = f"iter {i}/{self.total}  {rate:.2f} it/s  {describe(line)}"
-        if self.live:
-            print(f"\r{text}\033[K", end="", file=sys.stderr, flush=True)
-        elif i % self.every == 0 or i == self.total:
-            print(text, file=sys.stderr, flush=True)
+        self.recent.append(line)
+        if self.bar is not None:
+            self.bar.update(line["iteration"] - self.bar.n)
+            self.bar.set_postfix_str(self.mean_text(), refresh=False)
+            return
+        now = time.monotonic()
+        if now - self.last_print >= self.every_s or line["iteration"] == self.total:
+            self.last_print = now
+            rate = len(self.recent) / max(sum(x["time_s"] for x in self.recent), 1e-9)
+            eta = (self.total - line["iteration"]) / rate
+            print(f"iter {line['iteration']}/{self.total}  {rate:.2f} it/s  ETA {_duration(eta)}  "
+                  f"{self.mean_text()}", file=sys.stderr, flush=True)
 
     def finish(self) -> None:
-        if self.live:
-            print(file=sys.stderr)
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class TaskProgress:
+    """`on_progress(done, total)` of a long evaluation: a tqdm bar on a terminal, a line
+    every `every_s` seconds in a log."""
+
+    def __init__(self, what: str, every_s: float = 30.0):
+        self.what, self.every_s = what, every_s
+        self.bar: Any = None
+        self.last_print = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="task", desc=self.what, file=sys.stderr, leave=False)
+            self.bar.update(done - self.bar.n)
+        elif time.monotonic() - self.last_print >= self.every_s:
+            self.last_print = time.monotonic()
+            print(f"{self.what}: {done}/{total} tasks", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -344,3 +344,30 @@ def test_plot_draws_the_curves_of_several_runs_and_bad_input_is_one_line(tmp_pat
                           ([tmp_path / "a", "--window", "0"], "error: --window: got 0; expected >= 1")):
         bad = cli("plot", *args)
         assert bad.returncode == 2 and one_error_line(bad).startswith(message)
+
+
+def test_train_progress_names_the_folder_and_the_resume_point_and_ends_with_window_means(tmp_path):
+    sets = ["--set", "num_workers=0", "--set", "checkpoint_every=2"]
+    first = ok("train", "sinusoid-maml", *sets, "--set", "iterations=2", "--out", tmp_path)
+    assert first.stderr.startswith(f"run directory: {tmp_path} (2 iterations)\n")
+    again = ok("train", "sinusoid-maml", *sets, "--set", "iterations=5", "--out", tmp_path, "--resume")
+    assert again.stderr.startswith(f"run directory: {tmp_path} (resuming at iteration 2 of 5)\n")
+    last = again.stderr.strip().splitlines()[-1]  # the last iteration always gets a line in a log
+    assert last.startswith("iter 5/5  ") and " it/s  ETA 0m00s  mean of the last 3: pre-adaptation loss " in last
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    post = sum(line["post_adaptation"]["loss"] for line in lines[2:]) / 3
+    assert "done: 5 iterations, pre-adaptation loss " in again.stdout
+    assert f"post {post:.4f} (mean of the last 3)" in again.stdout
+
+
+def test_evaluation_reports_progress_as_tasks_are_scored(tmp_path, capsys):
+    from distmeta.console import TaskProgress
+    from distmeta.runtime.evaluate import evaluate
+
+    ok("train", "sinusoid-maml", "--set", "num_workers=0", "--set", "iterations=1", "--out", tmp_path)
+    heard = []
+    result = evaluate(tmp_path, tasks=60, on_progress=lambda done, total: heard.append((done, total)))
+    assert heard == [(25, 60), (50, 60), (60, 60)] and result["tasks"] == 60  # meta_batch_size 25 a call
+    progress = TaskProgress("evaluating", every_s=0)
+    progress(25, 60)
+    assert capsys.readouterr().err == "evaluating: 25/60 tasks\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,14 +58,16 @@ EVAL_OVERRIDABLE = ("task.", "runtime.", "rl.", "algorithm.eval_inner_steps=", "
 
 
 def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
-             steps: int | None = None, overrides: Sequence[str] = (), seed: int = 0) -> dict:
+             steps: int | None = None, overrides: Sequence[str] = (), seed: int = 0,
+             on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Adapt the checkpoint's meta-parameters to `tasks` tasks of `split` with `steps` inner
     steps (default: the config's `algorithm.eval_inner_steps`) and report the pre- and
     post-adaptation query loss (and accuracy for classification) as mean and ci95.
 
     `overrides` (`KEY=VALUE`) change the run's config for evaluation: `task.*` (e.g. the
     data_dir on this machine), `runtime.*`, `algorithm.eval_inner_steps`, `algorithm.inner_lr`.
-    The tasks are drawn from `seed`, not the run's seed, so runs are scored on the same tasks."""
+    The tasks are drawn from `seed`, not the run's seed, so runs are scored on the same tasks.
+    `on_progress(done, tasks)` hears as the tasks are scored."""
     if tasks < 1:
         raise UserError(f"--tasks: got {tasks}; expected at least 1")
     if split not in SPLITS:
@@ -80,7 +82,8 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     executor = InProcess(experiment.make_runner())
     try:
         meta = executor.runner.layout.flatten(state["meta_params"]).numpy()
-        per_task = evaluate_tasks(executor, meta, split, tasks, config.meta_batch_size, steps, seed)
+        per_task = evaluate_tasks(executor, meta, split, tasks, config.meta_batch_size, steps, seed,
+                                  on_progress=on_progress)
     finally:
         executor.close()
 

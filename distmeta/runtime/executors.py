@@ -119,10 +119,17 @@ def ship_user_code(experiment: Experiment) -> Experiment:
 
 
 def evaluate_tasks(executor: Executor, meta: np.ndarray, split: str, tasks: int, chunk: int,
-                   steps: int, seed: int, context: str = "evaluation") -> dict[str, np.ndarray]:
+                   steps: int, seed: int, context: str = "evaluation",
+                   on_progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """Per-task pre- and post-adaptation scores of evaluation tasks 0..tasks-1 of `split`,
-    `chunk` tasks per call."""
+    `chunk` tasks per call. `on_progress(done, tasks)` hears after each round of calls (one
+    per worker, or one in-process); without it, all calls go out at once."""
     shared = executor.share(meta)
     calls = [(shared, split, range(lo, min(lo + chunk, tasks)), steps, seed) for lo in range(0, tasks, chunk)]
-    rows, _ = executor.map("evaluate", calls, context)
+    per_round = len(calls) if on_progress is None else max(1, executor.alive)
+    rows: list = []
+    for lo in range(0, len(calls), per_round):
+        rows += executor.map("evaluate", calls[lo:lo + per_round], context)[0]
+        if on_progress is not None:
+            on_progress(min(tasks, (lo + per_round) * chunk), tasks)
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
