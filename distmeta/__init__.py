@@ -4,7 +4,8 @@ The public nouns: `Config` (one typed run config; `load_config` reads YAML, pres
 `--set` overrides), `TaskFamily` (where tasks come from), `Algorithm` (pure functions of
 parameters and tasks), `Experiment` (a config with what it names, built and checked once),
 `MetaLearner` (the driver that shards task batches over Ray adaptation workers),
-`evaluate`, and for meta-RL `adapt_policy` (a meta-trained policy adapted to one task;
+`evaluate`, `adapt_model` (a supervised meta-trained model adapted to your own examples),
+and for meta-RL `adapt_policy` (a meta-trained policy adapted to one task;
 `AdaptedPolicy` loads what it saves).
 
 Names are imported on first use, so `import distmeta` (and the CLI's `--help`) loads
@@ -26,6 +27,8 @@ _LAZY = {
     "Algorithm": "distmeta.algorithms",
     "AdaptedPolicy": "distmeta.runtime.adapt",
     "adapt_policy": "distmeta.runtime.adapt",
+    "AdaptedModel": "distmeta.runtime.adapt_model",
+    "adapt_model": "distmeta.runtime.adapt_model",
     "Experiment": "distmeta.experiment",
     "build_experiment": "distmeta.experiment",
     "MetaLearner": "distmeta.runtime.learner",
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from distmeta.algorithms import ALGORITHMS, Algorithm
     from distmeta.experiment import Experiment, build_experiment
     from distmeta.runtime.adapt import AdaptedPolicy, adapt_policy
+    from distmeta.runtime.adapt_model import AdaptedModel, adapt_model
     from distmeta.runtime.evaluate import evaluate
     from distmeta.runtime.learner import MetaLearner
     from distmeta.tasks.base import TaskFamily
@@ -46,6 +50,7 @@ __getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "ALGORITHMS",
+    "AdaptedModel",
     "AdaptedPolicy",
     "Algorithm",
     "Config",
@@ -56,6 +61,7 @@ __all__ = [
     "RunError",
     "TaskFamily",
     "UserError",
+    "adapt_model",
     "adapt_policy",
     "build_experiment",
     "evaluate",

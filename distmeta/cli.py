@@ -5,6 +5,8 @@
                   [--set KEY=VALUE]... [--json]
     distmeta adapt RUN_DIR_OR_CHECKPOINT (--task KEY=VALUE... | --sample-task SEED)
                    [--steps K] [--episodes E] [--seed S] [--json] [--save DIR]
+    distmeta adapt RUN_DIR_OR_CHECKPOINT --support SUPPORT.npz --predict QUERY.npy
+                   [--steps K] [--out PREDICTIONS.npy]
     distmeta tune SEARCH_CONFIG [--set KEY=VALUE]... [--out DIR] [--address ADDR] [--resume]
     distmeta plot RUN_DIR... [--out curve.png] [--window N]
     distmeta presets [--show NAME]
@@ -68,13 +70,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="change task.*, runtime.*, rl.*, algorithm.eval_inner_steps or inner_lr")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
-    ad = sub.add_parser("adapt", help="adapt a meta-RL policy to one task; return per step")
-    ad.add_argument("checkpoint", help="a meta-RL run directory or a checkpoint file")
+    ad = sub.add_parser("adapt", help="adapt a meta-RL policy to one task (return per step), or a "
+                                      "supervised model to your support set (predictions)")
+    ad.add_argument("checkpoint", help="a run directory or a checkpoint file")
     which = ad.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", dest="task", action="append", metavar="KEY=VALUE",
-                       help="the task, one key at a time (VALUE as YAML: goal=[0.3,-0.2])")
+                       help="meta-RL: the task, one key at a time (VALUE as YAML: goal=[0.3,-0.2])")
     which.add_argument("--sample-task", type=int, metavar="SEED",
-                       help="the task env.sample_tasks(1, seed=SEED) draws")
+                       help="meta-RL: the task env.sample_tasks(1, seed=SEED) draws")
+    which.add_argument("--support", metavar="NPZ",
+                       help="supervised: an .npz with arrays x (inputs) and y (labels or targets)")
+    ad.add_argument("--predict", metavar="NPY", help="supervised: the inputs to predict, an .npy")
+    ad.add_argument("--out", metavar="NPY", help="supervised: write the predictions here instead of printing")
     ad.add_argument("--steps", type=int, default=None,
                     help="adaptation steps (default: the run's algorithm.eval_inner_steps)")
     ad.add_argument("--episodes", type=int, default=None,
@@ -203,6 +210,10 @@ def _eval(args) -> int:
 
 
 def _adapt(args) -> int:
+    if args.support is not None:
+        return _adapt_model(args)
+    if args.predict is not None or args.out is not None:
+        raise UserError("--predict/--out: only with --support (a supervised run)")
     from distmeta.runtime.adapt import adapt_policy
 
     task = None
@@ -222,6 +233,31 @@ def _adapt(args) -> int:
         print(f"  after {step} step{'s' if step != 1 else ''}: return {ret:.3f}")
     if "saved" in result:
         print(f"adapted policy: {result['saved']}")
+    return 0
+
+
+def _adapt_model(args) -> int:
+    import numpy as np
+
+    from distmeta.fileio import atomic_write
+    from distmeta.runtime.adapt_model import adapt_model
+
+    if args.predict is None:
+        raise UserError("--predict: required with --support (an .npy of the inputs to predict)")
+    try:
+        with np.load(args.support, allow_pickle=False) as data:
+            x, y = data["x"], data["y"]
+        query = np.load(args.predict, allow_pickle=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"--support/--predict: cannot read the arrays ({type(exc).__name__}: {exc}); expected an "
+                        ".npz with x and y, and an .npy") from None
+    model = adapt_model(args.checkpoint, x, y, steps=args.steps, overrides=args.overrides)
+    predictions = model.predict(query)
+    if args.out is not None:
+        atomic_write(Path(args.out), lambda f: np.save(f, predictions))
+        print(f"predictions {predictions.shape} after {model.steps} steps: {args.out}")
+    else:
+        print(json.dumps({"steps": model.steps, "predictions": predictions.tolist()}, allow_nan=False))
     return 0
 
 

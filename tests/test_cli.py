@@ -122,7 +122,7 @@ def test_eval_of_a_meta_rl_run_reports_returns(nav2d_run):
     (["--task", "goal=[3,0]"], "--task: key 'goal' for Nav2D: got [3, 0]"),
     (["--task", "goal"], "--task: got 'goal'; expected KEY=VALUE"),
     (["--task", "goal=[0,0]", "--sample-task", "1"], "not allowed with argument"),
-    ([], "one of the arguments --task --sample-task is required"),
+    ([], "one of the arguments --task --sample-task --support is required"),
     (["--sample-task", "1", "--episodes", "0"], "--episodes: got 0; expected >= 1"),
     (["--sample-task", "1", "--steps", "-1"], "--steps: got -1; expected >= 0"),
     (["--sample-task", "1", "--set", "algorithm.outer_lr=1"], "--set: got 'algorithm.outer_lr=1'"),
@@ -133,13 +133,73 @@ def test_bad_adapt_input_is_one_error_line(nav2d_run, args, names):
     assert names in one_error_line(result)
 
 
-def test_adapt_refuses_a_supervised_run(tmp_path):
+def test_a_supervised_run_adapts_to_a_users_points_and_predicts(tmp_path):
+    """The README's sinusoid: a user's 10 points of one sine; the query error falls with the
+    steps of the same `adapt` that meta-training uses; the CLI gives the same predictions."""
+    import numpy as np
+    import torch
+    from torch.func import functional_call
+
+    from distmeta import adapt_model, build_experiment, load_config
+
     out = tmp_path / "run"
-    ok("train", "sinusoid-maml", "--set", "iterations=1", "--set", "num_workers=0", "--out", out)
-    result = cli("adapt", out, "--sample-task", "1")
-    assert result.returncode == 2
-    line = one_error_line(result)
-    assert line.startswith("error: checkpoint: ") and "adapt needs a meta-RL run" in line
+    ok("train", "sinusoid-maml", "--set", "iterations=300", "--set", "num_workers=0", "--out", out)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-5, 5, (10, 1)).astype(np.float32)
+    query = np.linspace(-5, 5, 50, dtype=np.float32)[:, None]
+    truth = 2.0 * np.sin(query + 0.5)
+    errors = []
+    for steps in (0, 1, 10):
+        model = adapt_model(out, x, 2.0 * np.sin(x + 0.5), steps=steps)
+        errors.append(float(((model.predict(query) - truth) ** 2).mean()))
+    assert errors[2] < errors[1] < errors[0], errors
+    # 0 steps: the meta-parameters themselves.
+    config = load_config(str(out / "config.yaml"))
+    net = build_experiment(config).network()
+    state = torch.load(max((out / "checkpoints").iterdir()), weights_only=True)
+    with torch.no_grad():
+        at_meta = functional_call(net, state["meta_params"], (torch.from_numpy(query),)).numpy()
+    assert np.array_equal(adapt_model(out, x, 2.0 * np.sin(x + 0.5), steps=0).predict(query), at_meta)
+
+    np.savez(tmp_path / "support.npz", x=x, y=2.0 * np.sin(x + 0.5))
+    np.save(tmp_path / "query.npy", query)
+    printed = json.loads(ok("adapt", out, "--support", tmp_path / "support.npz", "--predict",
+                            tmp_path / "query.npy", "--steps", "10").stdout)
+    assert printed["steps"] == 10
+    assert np.allclose(printed["predictions"], adapt_model(out, x, 2.0 * np.sin(x + 0.5), steps=10).predict(query))
+    ok("adapt", out, "--support", tmp_path / "support.npz", "--predict", tmp_path / "query.npy",
+       "--out", tmp_path / "pred.npy")
+    assert np.load(tmp_path / "pred.npy").shape == (50, 1)
+
+    np.savez(tmp_path / "wide.npz", x=np.zeros((10, 2), np.float32), y=np.zeros(10, np.float32))
+    for args, message in (
+        (["--sample-task", "1"], "error: checkpoint: "),
+        (["--support", tmp_path / "support.npz"], "error: --predict: required with --support"),
+        (["--support", tmp_path / "wide.npz", "--predict", tmp_path / "query.npy"],
+         "error: --support: inputs of shape (10, 2); expected (n, 1)"),
+        (["--support", tmp_path / "nowhere.npz", "--predict", tmp_path / "query.npy"],
+         "error: --support/--predict: cannot read the arrays"),
+        (["--task", "goal=[1,2]", "--predict", tmp_path / "query.npy"], "error: --predict/--out: only with --support"),
+    ):
+        result = cli("adapt", out, *args)
+        assert result.returncode == 2 and one_error_line(result).startswith(message), result.stderr
+
+
+def test_an_episode_run_adapts_to_labelled_images(tmp_path, omniglot_dir):
+    import numpy as np
+
+    from distmeta import UserError, adapt_model
+
+    out = tmp_path / "run"
+    ok("train", "omniglot-maml", "--set", f"task.data_dir={omniglot_dir}", "--set", "iterations=1",
+       "--set", "num_workers=0", "--set", "meta_batch_size=1", "--set", "model.channels=8", "--out", out)
+    rng = np.random.default_rng(0)
+    images = rng.random((5, 1, 28, 28)).astype(np.float32)
+    model = adapt_model(out, images, np.arange(5))
+    assert model.steps == 3 and model.predict(rng.random((7, 1, 28, 28))).shape == (7, 5)
+    for labels in (np.array([0, 1, 2, 3, 5]), np.zeros(4, np.int64), np.arange(5.0)):
+        with pytest.raises(UserError, match=r"^--support: labels of shape .*expected \(5,\) integers 0..4 "):
+            adapt_model(out, images, labels)
 
 
 def bad_checkpoint(tmp_path):
@@ -197,7 +257,9 @@ def test_a_diverged_run_exits_1_with_one_line_and_keeps_its_checkpoints(tmp_path
     result = cli("train", "sinusoid-maml", "--set", "num_workers=0", "--set", "iterations=50",
                  "--set", "checkpoint_every=1", "--set", "algorithm.inner_lr=1e30", "--out", out)
     assert result.returncode == 1, result.stderr
-    assert one_error_line(result).startswith("error: meta-gradient: not finite at iteration ")
+    lines = result.stderr.strip().splitlines()  # the run's folder, then the error
+    assert lines[0] == f"run directory: {out} (50 iterations)" and len(lines) == 2
+    assert lines[1].startswith("error: meta-gradient: not finite at iteration ")
 
 
 def test_saved_policy_acts_within_the_action_bounds_and_damage_is_one_error(nav2d_run, tmp_path):

@@ -57,7 +57,7 @@ def test_algorithms_runners_and_tasks_never_import_ray(layer):
 
 def test_library_code_logs_instead_of_printing():
     for name, path in MODULES.items():
-        if name == "distmeta.cli":
+        if name in ("distmeta.cli", "distmeta.console"):  # the command line's own output
             continue
         calls = [n for n in ast.walk(ast.parse(path.read_text()))
                  if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"]

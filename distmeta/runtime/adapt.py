@@ -56,8 +56,8 @@ def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: 
     config, family = experiment.config, cast("GymTasks", experiment.family)
     if not experiment.is_rl:
         raise UserError(
-            f"checkpoint: {path} is a {family.kind} run; adapt needs a meta-RL run "
-            "(task.family: gym); use `distmeta eval` for supervised runs"
+            f"checkpoint: {path} is a {family.kind} run; --task needs a meta-RL run "
+            "(task.family: gym); adapt a supervised run with --support and --predict"
         )
     if task is not None:
         try:
