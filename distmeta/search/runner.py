@@ -195,7 +195,9 @@ def _summarise(spec: SearchSpec, out: Path, grid) -> dict:
         trial_id = report.get("trial_id") or _trial_id(result.path)
         state = states.get(trial_id)
         config = report.get("config") or result.config or {}
-        if result.error or state == "ERROR":
+        if report.get("diverged"):
+            status = "diverged"
+        elif result.error or state == "ERROR":
             status = "error"
         elif state == "TERMINATED":
             status = "done" if done >= iterations else "stopped"
@@ -206,7 +208,7 @@ def _summarise(spec: SearchSpec, out: Path, grid) -> dict:
             "values": {k: config.get(k) for k in spec.space},
             "status": status, "iteration": done,
             "metric": metrics.get(tune_key(metric)),
-            "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+            "error": report.get("diverged") or (str(result.error).strip().splitlines()[-1] if result.error else None),
             "path": result.path,
         })
     trials.sort(key=lambda t: _rank_key(t["metric"], mode))

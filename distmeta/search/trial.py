@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from distmeta.config import Config
+from distmeta.errors import DivergedError
 from distmeta.loading import set_dotted
 from distmeta.log import log_to_stderr
 from distmeta.runtime.learner import MetaLearner
@@ -27,6 +28,8 @@ from distmeta.runtime.learner import MetaLearner
 STATE_FILE = "learner.pt"
 ORIGIN_FILE = "origin.json"
 REPORTS_FILE = "reports.jsonl"
+
+logger = logging.getLogger(__name__)
 
 
 def run_trial(values: dict, base: dict, report_every: int, validation: dict, workdir: str) -> None:
@@ -63,7 +66,16 @@ def run_trial(values: dict, base: dict, report_every: int, validation: dict, wor
                         "restored_params_sha": params_sha(learner)}
         while learner.iteration < config.iterations:
             n = min(report_every, config.iterations - learner.iteration)
-            lines = [learner.step() for _ in range(n)]
+            try:
+                lines = [learner.step() for _ in range(n)]
+            except DivergedError as exc:
+                # A normal outcome of a search: the trial ends, and says why in one line
+                # (results.json: status "diverged"), not in Ray's traceback of an error.
+                with open(reports, "a") as f:
+                    f.write(json.dumps({"trial_id": trial_id, "iteration": learner.iteration,
+                                        "diverged": str(exc), "config": values}) + "\n")
+                logger.warning("trial %s diverged: %s", trial_id, exc)
+                return
             result = {**window_mean(lines), "iteration": learner.iteration,
                       "outer_lr": learner.optimizer.param_groups[0]["lr"],
                       "params_sha": params_sha(learner), **restored}

@@ -90,6 +90,19 @@ def test_asha_search_with_workers_in_each_trials_placement_group(ray_local, tmp_
 
 
 @pytest.mark.tune
+def test_a_diverged_trial_ends_with_one_line_and_the_search_goes_on(ray_local, tmp_path):
+    search = write_search(tmp_path / "div.yaml", search_space={"algorithm.inner_lr": {"grid": [0.01, 1e30]}},
+                          num_samples=1, max_iterations=4, report_every=2, resources={"learner_cpu": 1})
+    out = tmp_path / "search"
+    proc = ok("tune", search, "--out", out)
+    by_lr = {t["values"]["algorithm.inner_lr"]: t for t in json.loads((out / "results.json").read_text())["trials"]}
+    assert by_lr[0.01]["status"] == "done" and by_lr[1e30]["status"] == "diverged"
+    assert by_lr[1e30]["error"].startswith("meta-gradient: not finite at iteration 1")
+    assert f"error: {by_lr[1e30]['error']}" in proc.stdout  # under the trial in the table
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.tune
 def test_pbt_exploit_restores_another_trials_learner_state(ray_local, tmp_path):
     search = write_search(
         tmp_path / "pbt.yaml",
