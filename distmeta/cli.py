@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                          "repeatable")
     tu.add_argument("--out", help="search directory (default: runs/tune-<config>-<time>)")
     tu.add_argument("--address", help="an existing Ray cluster (HOST:PORT or auto)")
-    tu.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
+    tu.add_argument("--resume", action="store_true",
+                    help="continue the interrupted search in --out (it unpickles Tune's state: trust the folder)")
 
     pl = sub.add_parser("plot", help="pre/post-adaptation curves of training runs, as a PNG")
     pl.add_argument("runs", nargs="+", help="run directories")

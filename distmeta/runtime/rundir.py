@@ -5,6 +5,7 @@
     DIR/events.jsonl       worker events (started, lost, replaced)
     DIR/tensorboard/       the metrics lines as TensorBoard scalars (`tensorboard --logdir DIR`)
     DIR/checkpoints/       ckpt-NNNNNNN.pt, the newest `runtime.keep_checkpoints` kept
+    DIR/.lock              held by the run writing the folder: a second one is refused
 
 `check` decides, before any work and writing nothing, whether the folder may hold a new
 run or which checkpoint a resume continues from; `open` then writes the config and cuts
@@ -13,10 +14,12 @@ Every file is replaced atomically or appended one whole line at a time."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import yaml
 
@@ -40,6 +43,8 @@ class RunDirectory:
         self.checkpoints = self.path / "checkpoints"
         self._metrics: TextIO | None = None
         self._tensorboard = None
+        self._lock: BinaryIO | None = None
+        self._seen: tuple | None = None
 
     def check(self, config: Config, resume: bool) -> dict | None:
         """Raise `UserError` if the folder cannot take this run; with `resume`, the state of
@@ -48,6 +53,7 @@ class RunDirectory:
             raise UserError(f"--out: {self.path} is a file; expected a run directory")
         metrics = self.path / "metrics.jsonl"
         found = list_checkpoints(self.checkpoints)
+        self._seen = self._snapshot()
         if not resume:
             if found or metrics.exists():
                 raise UserError(
@@ -96,15 +102,24 @@ class RunDirectory:
             )
 
     def open(self, config: Config, iteration: int) -> None:
-        """Create the folder, write config.yaml, keep metrics lines up to `iteration` and
-        open metrics.jsonl for appending."""
+        """Take the folder (one run writes it at a time: `.lock`, held until `close` or the
+        process ends), write config.yaml, keep metrics lines up to `iteration` and open
+        metrics.jsonl for appending."""
         self.path.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(self.path / "metrics.jsonl", iteration)
-        atomic_write(self.path / "config.yaml",
-                     lambda f: f.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode()))
-        # Opened once, line-buffered: each line reaches the OS whole as it is written.
-        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
-        self._tensorboard = _open_tensorboard(self.path / "tensorboard", iteration)
+        self._lock = _take_lock(self.path)
+        try:
+            if self._snapshot() != self._seen:  # another run wrote here since `check`
+                raise UserError(f"--out: {self.path} changed while this run started (another distmeta run "
+                                "wrote to it); look at it, then rerun")
+            _truncate_metrics(self.path / "metrics.jsonl", iteration)
+            atomic_write(self.path / "config.yaml",
+                         lambda f: f.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode()))
+            # Opened once, line-buffered: each line reaches the OS whole as it is written.
+            self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
+            self._tensorboard = _open_tensorboard(self.path / "tensorboard", iteration)
+        except BaseException:
+            self.close()
+            raise
 
     def write_metrics(self, line: dict) -> None:
         if self._metrics is not None:
@@ -119,7 +134,16 @@ class RunDirectory:
     def save_checkpoint(self, iteration: int, state: dict, keep: int) -> Path:
         return save_checkpoint(self.checkpoints, iteration, state, keep)
 
+    def _snapshot(self) -> tuple:
+        """What `open` compares with `check`'s view: the checkpoints and the metrics' size."""
+        metrics = self.path / "metrics.jsonl"
+        return ([p.name for p in list_checkpoints(self.checkpoints)],
+                metrics.stat().st_size if metrics.exists() else None)
+
     def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
@@ -184,3 +208,24 @@ def _summary(line: dict, prefix: str = ""):
         elif isinstance(value, (int, float)) and key != "iteration":
             values.append(Summary.Value(tag=prefix + key, simple_value=float(value)))
     return Summary(value=values)
+
+
+def _take_lock(folder: Path) -> BinaryIO:
+    """An exclusive lock on `folder/.lock` (held through the returned file: closing it, or
+    the file being garbage-collected with an abandoned learner, releases it), or
+    `UserError` naming the process that holds it. Advisory (flock): distmeta runs respect
+    it, on local disks; the kernel drops it when the holder ends, however it ends."""
+    lock = open(folder / ".lock", "a+b")  # noqa: SIM115 - the lock lives as long as the file
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(lock.fileno(), 32, 0).decode(errors="replace").strip() or "?"
+        lock.close()
+        if holder == str(os.getpid()):
+            raise UserError(f"--out: {folder} is in use by another MetaLearner of this process; close it "
+                            "(learner.close(), or `with MetaLearner(...)`) or choose another --out") from None
+        raise UserError(f"--out: {folder} is in use by another distmeta run (pid {holder}); let it end or "
+                        "choose another --out") from None
+    os.ftruncate(lock.fileno(), 0)
+    os.pwrite(lock.fileno(), str(os.getpid()).encode(), 0)
+    return lock

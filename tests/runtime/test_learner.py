@@ -2,6 +2,8 @@
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -340,3 +342,39 @@ def test_metrics_lines_reach_tensorboard_and_a_resume_replaces_what_a_kill_left(
     for tag, path in (("post_adaptation/loss", ("post_adaptation", "loss")), ("grad_norm", ("grad_norm",))):
         expected = [line[path[0]][path[1]] if len(path) == 2 else line[path[0]] for line in lines]
         assert scalars[tag] == pytest.approx(expected, rel=1e-6), tag
+
+
+def test_one_run_writes_a_folder_at_a_time(tmp_path, sine_config):
+    """A second learner on a folder in use is refused before it writes anything; once the
+    first ends, it resumes. A run that wrote between another's check and start is caught."""
+    config = sine_config(iterations=4, checkpoint_every=2)
+    with MetaLearner(config, out_dir=tmp_path) as first:
+        first.train(stop=lambda: first.iteration == 2)
+        before = (tmp_path / "metrics.jsonl").read_bytes()
+        with pytest.raises(UserError, match=rf"^--out: {tmp_path} is in use by another MetaLearner of this "
+                                            r"process; close it"):
+            MetaLearner(config, out_dir=tmp_path, resume=True)
+        with pytest.raises(UserError, match=rf"^--out: {tmp_path} already holds a run"):
+            MetaLearner(config, out_dir=tmp_path)
+        assert (tmp_path / "metrics.jsonl").read_bytes() == before
+    hold = ("import sys, time; from pathlib import Path; from distmeta.runtime.rundir import _take_lock; "
+            "lock = _take_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(UserError, match=rf"^--out: {tmp_path} is in use by another distmeta run "
+                                            rf"\(pid {holder.pid}\); let it end or choose another --out$"):
+            MetaLearner(config, out_dir=tmp_path, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    with MetaLearner(config, out_dir=tmp_path, resume=True) as second:
+        assert second.iteration == 2
+        second.train()
+    from distmeta.runtime.rundir import RunDirectory
+
+    late = RunDirectory(tmp_path / "late")
+    late.check(config, resume=False)
+    MetaLearner(config, out_dir=tmp_path / "late").train()  # another run, started and ended meanwhile
+    with pytest.raises(UserError, match=r"^--out: .*late changed while this run started"):
+        late.open(config, 0)
