@@ -1,7 +1,9 @@
-"""Checkpoint files: written atomically, found newest first, read with one-line errors."""
+"""Checkpoint files: written atomically with a digest of their contents, found newest
+first, read with one-line errors (a file altered since it was written among them)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -25,12 +27,46 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def write_state(path: Path, state: dict) -> Path:
+    """`state` with its digest (`state_digest`), written atomically to `path`."""
+    atomic_write(path, lambda f: torch.save({**state, "digest": state_digest(state)}, f))
+    return path
+
+
 def save_checkpoint(directory: Path, iteration: int, state: dict, keep: int) -> Path:
-    path = checkpoint_path(directory, iteration)
-    atomic_write(path, lambda f: torch.save(state, f))
+    path = write_state(checkpoint_path(directory, iteration), state)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def state_digest(state: dict) -> str:
+    """sha256 of everything in a state but its digest: tensors by dtype, shape and bytes,
+    mappings in key order. A file altered after it was written (a flipped bit that the
+    zip format and pickle would read without complaint) no longer matches."""
+    digest = hashlib.sha256()
+
+    def add(value) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key in sorted(value, key=repr):
+                digest.update(repr(key).encode())
+                add(value[key])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                add(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    add({k: v for k, v in state.items() if k != "digest"})
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -43,6 +79,10 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"checkpoint: cannot read {path}: {reason[:200]}") from None
     if not isinstance(state, dict) or "meta_params" not in state or "config" not in state:
         raise UserError(f"checkpoint: {path} is not a distmeta checkpoint")
+    # Checkpoints written before digests existed carry none, and are taken as they are.
+    if "digest" in state and state["digest"] != state_digest(state):
+        raise UserError(f"checkpoint: {path} is damaged: its contents no longer match the digest written "
+                        "with it")
     return state
 
 

@@ -31,10 +31,9 @@ from distmeta.algorithms.maml_rl import adapt_kl_coeffs
 from distmeta.config import Config
 from distmeta.errors import DivergedError, UserError
 from distmeta.experiment import build_experiment
-from distmeta.fileio import atomic_write
 from distmeta.runners import FlatLayout
 from distmeta.runtime import reduce
-from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch
+from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch, write_state
 from distmeta.runtime.executors import evaluate_tasks, start_executor
 from distmeta.runtime.rundir import RunDirectory
 
@@ -100,7 +99,7 @@ class MetaLearner:
     def save(self, path: str | Path) -> Path:
         """Write `state()` to `path` atomically (what `MetaLearner.load` reads)."""
         path = Path(path)
-        atomic_write(path, lambda f: torch.save(self.state(), f))
+        write_state(path, self.state())
         return path
 
     # -- the meta-iteration -----------------------------------------------------------

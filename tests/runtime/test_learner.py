@@ -269,18 +269,38 @@ def test_validate_scores_the_same_held_out_tasks_as_evaluate(tmp_path, sine_conf
     assert learner.validate(7, split="val", seed=5) != scores
 
 
+def flip_a_bit_of_a_parameter(path):
+    """One bit of the first meta-parameter's stored bytes flipped in the file itself: torch
+    and the zip container read it back without complaint."""
+    state = torch.load(path, weights_only=True)
+    data = bytearray(path.read_bytes())
+    stored = next(iter(state["meta_params"].values())).numpy().tobytes()
+    at = bytes(data).index(stored) + len(stored) // 2
+    data[at] ^= 0x04
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["iteration"] == state["iteration"]
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (lambda p: p.write_bytes(p.read_bytes()[:200]), "cannot read"),  # cut short
+    (flip_a_bit_of_a_parameter, "is damaged: its contents no longer match the digest"),
+])
 def test_resume_skips_a_damaged_newest_checkpoint_and_ends_where_an_uninterrupted_run_ends(
-        tmp_path, sine_config, caplog):
+        tmp_path, sine_config, caplog, damage, reason):
     whole = MetaLearner(sine_config(iterations=15, checkpoint_every=5))
     whole.train()
     MetaLearner(sine_config(iterations=10, checkpoint_every=5), out_dir=tmp_path).train()
     newest = tmp_path / "checkpoints" / "ckpt-0000010.pt"
-    newest.write_bytes(newest.read_bytes()[:200])  # cut short
+    damage(newest)
+    with pytest.raises(UserError, match=r"^checkpoint: ") as refused:
+        evaluate(tmp_path)
+    assert reason in str(refused.value) and "ckpt-0000010.pt" in str(refused.value)
     with caplog.at_level(logging.WARNING, logger="distmeta"):
         resumed = MetaLearner(sine_config(iterations=15, checkpoint_every=5), out_dir=tmp_path, resume=True)
     warnings = [r for r in caplog.records if r.name.startswith("distmeta")]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
-    assert warnings[0].getMessage().startswith("--resume: skipping ckpt-0000010.pt (checkpoint: cannot read")
+    assert warnings[0].getMessage().startswith("--resume: skipping ckpt-0000010.pt (checkpoint: ")
+    assert reason in warnings[0].getMessage()
     assert resumed.iteration == 5
     resumed.train()
     for k, v in params_of(whole).items():
