@@ -79,6 +79,9 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"checkpoint: cannot read {path}: {reason[:200]}") from None
     if not isinstance(state, dict) or "meta_params" not in state or "config" not in state:
         raise UserError(f"checkpoint: {path} is not a distmeta checkpoint")
+    problem = _malformed(state)
+    if problem is not None:
+        raise UserError(f"checkpoint: {path} is malformed: {problem}; it was not written by distmeta as it is")
     # Checkpoints written before digests existed carry none, and are taken as they are.
     if "digest" in state and state["digest"] != state_digest(state):
         raise UserError(f"checkpoint: {path} is damaged: its contents no longer match the digest written "
@@ -107,3 +110,26 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise UserError(f"checkpoint: {path} does not exist; expected a run directory or .pt file")
     return path
+
+
+def _malformed(state: dict) -> str | None:
+    """What in a loaded state is not the shape `MetaLearner.state()` writes; None if all is."""
+    params = state["meta_params"]
+    if not isinstance(params, dict) or not params:
+        return f"meta_params is a {type(params).__name__}; expected a mapping of names to tensors"
+    for name, value in params.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            return f"meta_params[{name!r}] is a {type(value).__name__}; expected a float tensor"
+        if not bool(torch.isfinite(value).all()):
+            return f"meta_params[{name!r}] holds non-finite values"
+    iteration = state.get("iteration")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        return f"iteration is {iteration!r}; expected an integer >= 0"
+    if not isinstance(state["config"], dict):
+        return f"config is a {type(state['config']).__name__}; expected a mapping"
+    if not isinstance(state.get("optimizer"), dict) or "state" not in state["optimizer"]:
+        return "optimizer is missing or not an optimiser's state"
+    rng = state.get("torch_rng")
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
+        return "torch_rng is not a random generator's state (a 1-D uint8 tensor)"
+    return None

@@ -398,3 +398,25 @@ def test_one_run_writes_a_folder_at_a_time(tmp_path, sine_config):
     MetaLearner(config, out_dir=tmp_path / "late").train()  # another run, started and ended meanwhile
     with pytest.raises(UserError, match=r"^--out: .*late changed while this run started"):
         late.open(config, 0)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda s: s.pop("optimizer"), "optimizer is missing"),
+    (lambda s: s.update(meta_params=list(s["meta_params"].values())), "meta_params is a list"),
+    (lambda s: s.update(iteration="3"), "iteration is '3'; expected an integer >= 0"),
+    (lambda s: s.update(iteration=-1), "iteration is -1"),
+    (lambda s: s.update(config="seed: 3"), "config is a str"),
+    (lambda s: s.update(torch_rng=torch.zeros(3, dtype=torch.uint8)), "torch_rng is not a random generator's"),
+    (lambda s: next(iter(s["meta_params"].values())).fill_(float("nan")), "holds non-finite values"),
+])
+def test_a_malformed_checkpoint_is_one_line_in_eval_and_load(tmp_path, sine_config, change, message):
+    MetaLearner(sine_config(iterations=2), out_dir=tmp_path).train()
+    path = tmp_path / "checkpoints" / "ckpt-0000002.pt"
+    state = torch.load(path, weights_only=True)
+    del state["digest"]  # as a hand-made file would come
+    change(state)
+    torch.save(state, path)
+    for load in (evaluate, MetaLearner.load):
+        with pytest.raises(UserError, match=r"^checkpoint: .*ckpt-0000002.pt is malformed: ") as info:
+            load(path)
+        assert message in str(info.value) and "\n" not in str(info.value)
