@@ -59,3 +59,12 @@ class AbsoluteLinear(Linear):
 
     def loss(self, prediction, target):
         return (prediction - target).abs().mean()
+
+
+@dataclass
+class FlatTargets(Linear):
+    """Returns targets shaped (points,) in float64: the format's (points, 1) float32 expected."""
+
+    def sample_task(self, rng, split):
+        task = super().sample_task(rng, split)
+        return {**task, "support_y": task["support_y"][:, 0].astype(np.float64)}

@@ -36,6 +36,7 @@ from distmeta.runtime import reduce
 from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch, write_state
 from distmeta.runtime.executors import evaluate_tasks, start_executor
 from distmeta.runtime.rundir import RunDirectory
+from distmeta.tasks.check import check_sampled_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class MetaLearner:
         self.run_dir = RunDirectory(out_dir) if out_dir is not None else None
         state = self.run_dir.check(config, resume) if self.run_dir is not None else None
         self.experiment.family.prepare()
+        if not self.experiment.is_rl:  # a family's wrong output: one line now, not a worker's traceback
+            check_sampled_tasks(self.experiment.family, config.seed)
 
         self.meta = {k: v.requires_grad_() for k, v in self.experiment.initial_meta_params().items()}
         self.layout = FlatLayout(self.meta)
