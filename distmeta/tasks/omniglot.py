@@ -209,17 +209,20 @@ def _decode_pngs(root: Path, names: list[str], read) -> tuple[np.ndarray, np.nda
 def _read_part(path: Path, first_id: int, count: int) -> np.ndarray:
     """Paper masks (count, 20, 105, 105) of characters first_id.. from an npz, zip or folder."""
     if path.suffix == ".npz":
+        expected_shape = (count, DRAWERS, SIDE, SIDE)
         try:
-            with np.load(path) as archive:
-                images = archive["images"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise UserError(f"{path}: cannot read the 'images' array: {exc}") from None
-        if images.shape != (count, DRAWERS, SIDE, SIDE) or images.dtype != bool:
-            raise UserError(
-                f"{path}: 'images' is {images.dtype} {images.shape}; expected bool "
-                f"({count}, {DRAWERS}, {SIDE}, {SIDE}), True = paper"
-            )
-        return images
+            # The header first: a damaged one must not make numpy allocate what it claims.
+            with zipfile.ZipFile(path) as archive, archive.open("images.npy") as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+            if shape == expected_shape and dtype == bool:
+                with np.load(path) as loaded:
+                    return loaded["images"]
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
+            raise UserError(f"{path}: cannot read the 'images' array: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise UserError(f"{path}: 'images' is {dtype} {shape}; expected bool {expected_shape}, True = paper")
     ids, images = read_omniglot_pngs(path)
     expected = np.arange(first_id, first_id + count)
     if not np.array_equal(ids, expected) or images.shape[1] != DRAWERS:

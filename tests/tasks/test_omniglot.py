@@ -297,6 +297,17 @@ def test_damaged_npz_files_are_one_line_errors(tmp_path):
     (tmp_path / "images_background.npz").write_bytes(b"garbage")
     with pytest.raises(UserError, match=r"images_background.npz: cannot read the 'images' array"):
         Omniglot(data_dir=str(tmp_path)).prepare()
+    (tmp_path / "images_background.npz").write_bytes(b"")
+    with pytest.raises(UserError, match=r"images_background.npz: cannot read the 'images' array"):
+        Omniglot(data_dir=str(tmp_path)).prepare()
+    # A header claiming 189 PiB: refused from the header, nothing allocated.
+    header = b"{'descr': '|b1', 'fortran_order': False, 'shape': (964000000000, 20, 105, 105), }"
+    header += b" " * (117 - len(header)) + b"\n"
+    with zipfile.ZipFile(tmp_path / "images_background.npz", "w") as archive:
+        archive.writestr("images.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    with pytest.raises(UserError, match=r"images_background.npz: 'images' is bool \(964000000000, 20, 105, 105\); "
+                                        r"expected bool \(964, 20, 105, 105\)"):
+        Omniglot(data_dir=str(tmp_path)).prepare()
 
 
 def test_resized_images_are_cached_and_rebuilt_when_the_data_changes(omniglot_dir, tmp_path, monkeypatch):
