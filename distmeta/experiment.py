@@ -122,5 +122,9 @@ def build_experiment(config: Config) -> Experiment:
         )
     experiment = Experiment(config, family, algorithm, SupervisedShardRunner)
     with torch.random.fork_rng(devices=[]):  # a check: it leaves the caller's RNG alone
-        experiment.network()  # make_model raises ConfigError for a model that does not fit the inputs
+        try:
+            experiment.network()  # make_model raises ConfigError for a model that does not fit the inputs
+        except (MemoryError, RuntimeError) as exc:  # torch's allocator says "can't allocate memory"
+            raise ConfigError(f"model: cannot be built here ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:160]}); choose smaller model.* sizes") from None
     return experiment

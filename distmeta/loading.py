@@ -25,6 +25,30 @@ def presets() -> dict[str, Path]:
     return {p.stem: p for p in sorted(PRESET_DIR.glob("*.yaml"))}
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: a config has no use for `*name`, and nested aliases ("a
+    billion laughs") make a few lines stand for more values than memory holds."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"an alias (*{event.anchor}); write the value out",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+# Larger texts are not configs: a limit makes a mistaken path (a dataset, a binary) fail at once.
+MAX_YAML_BYTES = 1_000_000
+
+
+def _load_yaml(text: str):
+    """`text` as YAML data (no aliases); RecursionError for absurd nesting as YAMLError."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
 def read_yaml(source: str | Path) -> dict:
     """The mapping in a YAML file, or in the preset of that name."""
     path = Path(source)
@@ -37,8 +61,10 @@ def read_yaml(source: str | Path) -> dict:
             )
         path = known[str(source)]
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise yaml.YAMLError(f"{path.stat().st_size} bytes; a config is at most {MAX_YAML_BYTES}")
+        raw = _load_yaml(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config: cannot read YAML from {path}: {first}") from None
     if raw is None:
@@ -55,8 +81,12 @@ def parse_override(item: str, what: str = "--set", example: str = "seed=3") -> t
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"{what}: got '{item}'; expected KEY=VALUE, e.g. {example}")
+    if len(text) > 10_000:
+        raise ConfigError(f"{what} {key}: a value of {len(text)} characters; expected a config value (at most 10000)")
     try:
-        value = yaml.safe_load(text)
+        value = _load_yaml(text)
+    except yaml.composer.ComposerError as exc:  # an alias: refused, not kept as text
+        raise ConfigError(f"{what} {key}: {exc.problem}") from None
     except yaml.YAMLError:
         value = text
     return key, value

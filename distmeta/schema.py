@@ -103,7 +103,9 @@ def _coerce(value: Any, hint: Any, dotted: str):
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{dotted}: got {value!r}; expected an integer")
+            raise ConfigError(f"{dotted}: got {_short(value)}; expected an integer")
+        if abs(value) >= 2**63:  # what torch, numpy and Ray can hold
+            raise ConfigError(f"{dotted}: got an integer of {len(str(abs(value)))} digits; expected one below 2**63")
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
@@ -165,3 +167,9 @@ def first_difference(a: Any, b: Any, ignore: tuple[str, ...] = (), prefix: str =
 
 def _kw(options: Mapping) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in options.items())
+
+
+def _short(value) -> str:
+    """`repr(value)`, cut to 80 characters: an error line must stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -122,3 +122,10 @@ def test_a_family_brings_its_own_loss():
     np.testing.assert_allclose(got_l1, expected.numpy(), rtol=1e-4, atol=1e-6)
     assert metrics["post_loss"] == pytest.approx(query_loss.item(), rel=1e-5)
     assert not np.allclose(got_l1, got_mse, rtol=1e-2)
+
+
+def test_a_model_too_large_to_allocate_is_one_line():
+    with pytest.raises(ConfigError, match=r"^model: cannot be built here \(RuntimeError: .*can't allocate memory.*\); "
+                                          r"choose smaller model\.\* sizes$") as info:
+        build("sinusoid-maml", "model.hidden_sizes=[1000000,1000000]")
+    assert "\n" not in str(info.value)

@@ -96,3 +96,32 @@ def test_loading_a_config_imports_neither_torch_nor_ray():
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_hostile_configs_are_one_line_at_once(tmp_path):
+    """A YAML alias bomb (in a file or through --set), a binary file, absurd nesting, a huge
+    integer and an enormous --set value: one line each, in well under a second."""
+    import time
+
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9))
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(laughs)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("seed: " + "[" * 100000 + "]" * 100000 + "\n")
+    cases = [
+        ((str(bomb),), r"^config: cannot read YAML from .*bomb.yaml: an alias \(\*a\); write the value out"),
+        (("sinusoid-maml", ["model.hidden_sizes=&a [1, *a]"]), r"^--set model.hidden_sizes: an alias \(\*a\)"),
+        ((str(binary),), r"^config: cannot read YAML from .*binary.yaml: "),
+        ((str(nested),), r"^config: cannot read YAML from .*nested.yaml: nested too deeply"),
+        (("sinusoid-maml", ["seed=123456789012345678901234567890"]), (r"^seed: got an integer of 30 digits; "
+                                                                   r"expected one below 2\*\*63$")),
+        (("sinusoid-maml", ["seed=" + "9" * 20000]), r"^--set seed: a value of 20000 characters"),
+    ]
+    for args, message in cases:
+        start = time.perf_counter()
+        with pytest.raises(ConfigError, match=message) as info:
+            load_config(*args)
+        assert time.perf_counter() - start < 30 and "\n" not in str(info.value) and len(str(info.value)) < 400
