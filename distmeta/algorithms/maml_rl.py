@@ -107,24 +107,24 @@ class MAMLRL(Algorithm):
                 adapted = self.adapt(m, buffers, support, problem, cfg, steps)
                 loss = outer_loss(problem.policy, adapted, query, problem.rl.clip)
                 return loss, {"post_loss": loss.detach()}
-            adapted, kls = m, []
-            for s in range(steps):  # step by step: the KL of each step's adapted policy
-                kls.append(inner_kl(problem.policy, adapted, {k: v[s] for k, v in support.items()}))
-                adapted = self.adapt(adapted, buffers, {k: v[s:s + 1] for k, v in support.items()},
-                                     problem, cfg, 1)
+            adapted, kl = self.adapt_with_kls(m, support, problem, cfg)
             loss = outer_loss(problem.policy, adapted, query, problem.rl.clip)
-            kl = torch.stack(kls)
             return loss + (coeffs * kl).mean(), {"post_loss": loss.detach(), "inner_kl": kl.detach()}
 
         return grad(objective, has_aux=True)(meta)
+
+    def adapt_with_kls(self, meta: Params, support: dict[str, Tensor], problem: RLProblem,
+                       cfg: AlgorithmConfig) -> tuple[Params, Tensor]:
+        """`adapt` one step at a time, and ProMP's inner KL of each step: on support batch
+        s, between the policy that sampled it and `meta` adapted s steps."""
+        adapted, kls = meta, []
+        for s in range(support["obs"].shape[0]):
+            kls.append(inner_kl(problem.policy, adapted, {k: v[s] for k, v in support.items()}))
+            adapted = self.adapt(adapted, {}, {k: v[s:s + 1] for k, v in support.items()}, problem, cfg, 1)
+        return adapted, torch.stack(kls)
 
     def inner_kls(self, meta: Params, task: dict[str, Tensor], problem: RLProblem,
                   cfg: AlgorithmConfig) -> Tensor:
         """ProMP's inner KL of each inner step at `meta` (after the iteration's outer steps:
         what the learner adapts the coefficients to)."""
-        support = split_task(task, "support")
-        adapted, kls = meta, []
-        for s in range(support["obs"].shape[0]):
-            kls.append(inner_kl(problem.policy, adapted, {k: v[s] for k, v in support.items()}))
-            adapted = self.adapt(adapted, {}, {k: v[s:s + 1] for k, v in support.items()}, problem, cfg, 1)
-        return torch.stack(kls).detach()
+        return self.adapt_with_kls(meta, split_task(task, "support"), problem, cfg)[1].detach()
