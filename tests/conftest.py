@@ -28,11 +28,27 @@ if not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("DISTMETA_CACHE
 os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="dmray-", dir="/tmp")
 
 
+TIER_ORDER = ("tune", "cluster", "ray", "slow")
+
+
 def pytest_collection_modifyitems(items):
-    """A test that uses the shared local Ray is in the `ray` tier."""
+    """A test that uses the shared local Ray is in the `ray` tier. Modules run heaviest tier
+    first (a module as a block, so its fixtures are made once): pytest-xdist hands each
+    process a contiguous part of the list and lets an idle one take from another's end, so
+    a long Tune search left for last would keep one core busy while the other waits."""
     for item in items:
         if "ray_local" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
+
+    def rank(item) -> int:
+        return min((TIER_ORDER.index(m.name) for m in item.iter_markers() if m.name in TIER_ORDER),
+                   default=len(TIER_ORDER))
+
+    module_rank: dict[str, int] = {}
+    for item in items:
+        module_rank[item.module.__name__] = min(module_rank.get(item.module.__name__, len(TIER_ORDER)), rank(item))
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (module_rank[item.module.__name__], order[id(item)]))
 
 
 @pytest.fixture(scope="session")

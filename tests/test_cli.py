@@ -3,6 +3,7 @@ process (what the console script calls); the ones marked as such run the install
 script in a subprocess, as a user types it."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -360,10 +361,11 @@ def test_a_killed_train_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_pat
 
 
 @pytest.mark.tune
-def test_a_users_family_beside_the_command_imports_without_pythonpath(tmp_path):
+def test_a_users_family_beside_the_command_imports_without_pythonpath(ray_local, tmp_path, monkeypatch):
     """`task.family: mypkg.lines:Linear` from the folder holding mypkg/, as the README shows:
-    `train` and a Tune trial import it with no PYTHONPATH (Ray workers need no import: the
-    family's code travels with it, test_distributed)."""
+    `train` (the console script, no PYTHONPATH) and a Tune trial (a process of its own, on
+    the shared Ray) import it (Ray workers need no import: the family's code travels with
+    it, test_distributed)."""
     import os
     import shutil
     import subprocess
@@ -379,11 +381,19 @@ def test_a_users_family_beside_the_command_imports_without_pythonpath(tmp_path):
         "base": "lines.yaml", "search_space": {"algorithm.inner_lr": {"grid": [0.01]}},
         "num_samples": 1, "max_iterations": 2, "report_every": 1}))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    for args in (["train", "lines.yaml", "--out", "run"], ["tune", "search.yaml", "--out", "search"]):
-        proc = subprocess.run([DISTMETA, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=300, check=False)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([DISTMETA, "train", "lines.yaml", "--out", "run"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    # The trial's process starts without the folder on its path, whatever this one's is.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        searched = cli("tune", "search.yaml", "--out", "search")
+    finally:
+        for name in ("mypkg.lines", "mypkg"):
+            sys.modules.pop(name, None)
+    assert searched.returncode == 0, searched.stderr[-3000:]
     assert json.loads((tmp_path / "search" / "results.json").read_text())["trials"][0]["status"] == "done"
 
 

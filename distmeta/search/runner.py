@@ -89,11 +89,15 @@ def run_search(spec: SearchSpec, out_dir: str | Path, address: str | None = None
 def _fit(spec: SearchSpec, base: dict, out: Path, resume: bool, worker_cpu: float, gpu: float):
     metric, mode = spec.objective()
     default_workers = Config.from_dict(base).num_workers
+    learner_cpu = spec.resources.learner_cpu
 
+    # Pickled with the trainable into every trial's process: it closes over numbers only,
+    # since an object holding the user's family would be unpickled before `run_trial` puts
+    # the user's folder on the trial's path.
     def bundles(values: dict) -> tune.PlacementGroupFactory:
         worker = {k: v for k, v in (("CPU", worker_cpu), ("GPU", gpu)) if v > 0}
         n = values.get("num_workers", default_workers)
-        return tune.PlacementGroupFactory([{"CPU": spec.resources.learner_cpu}] + [worker] * n)
+        return tune.PlacementGroupFactory([{"CPU": learner_cpu}] + [worker] * n)
 
     validation = {"tasks": spec.validation.tasks, "split": spec.validation.split, "seed": spec.validation.seed}
     trainable = tune.with_resources(
