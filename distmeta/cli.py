@@ -20,15 +20,26 @@ exits 1 the same way. torch and Ray are imported only by the commands that need 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import re
 import shlex
 import signal
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from distmeta.console import Progress, StopOnSignal, TaskProgress, describe, window_mean
+from distmeta.console import (
+    Progress,
+    StopOnSignal,
+    TaskProgress,
+    check_paths,
+    describe,
+    print_error,
+    print_json,
+    window_mean,
+)
 from distmeta.errors import RunError, UserError
 from distmeta.loading import apply_overrides, load_config, presets, read_yaml
 from distmeta.log import log_to_stderr
@@ -113,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log_to_stderr()
     try:
+        check_paths(args)
         if args.command == "train":
             return _train(args)
         if args.command == "eval":
@@ -128,13 +140,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _presets(args.show)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 2
     except RunError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
-    except OSError as exc:  # an unwritable --out, a full disk: the path is in the message
-        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # what was written before is whole: atomic
+            hint = (f", then continue with --resume --out {args.out or 'RUN_DIRECTORY (named above)'}"
+                    if args.command == "train" else "")
+            print_error(f"{exc.filename or args.out or 'a file'}: no space left on device; files written before "
+                        f"are intact (checkpoints are written whole or not at all): free space{hint}")
+            return 1
+        print_error(exc)  # an unwritable --out: the path is in the message
         return 2
 
 
@@ -199,7 +217,7 @@ def _eval(args) -> int:
     finally:
         progress.close()
     if args.json:
-        print(json.dumps(result, allow_nan=False))
+        print_json(result)
         return 0
     print(f"{result['checkpoint']} (iteration {result['iteration']}): {result['tasks']} "
           f"{result['split']} tasks, {result['inner_steps']} inner steps")
@@ -220,13 +238,16 @@ def _adapt(args) -> int:
     task = None
     if args.task is not None:
         task = apply_overrides({}, args.task, what="--task", example="goal=[0.3,-0.2] (the env's task keys)")
-    result = adapt_policy(args.checkpoint, task=task, sample_task=args.sample_task,
-                          steps=args.steps, episodes=args.episodes, seed=args.seed,
-                          save=args.save, overrides=args.overrides)
+    progress = TaskProgress("adapting", unit="batch", plural="episode batches")
+    try:
+        result = adapt_policy(args.checkpoint, task=task, sample_task=args.sample_task,
+                              steps=args.steps, episodes=args.episodes, seed=args.seed,
+                              save=args.save, overrides=args.overrides, on_progress=progress)
+    finally:
+        progress.close()
     if args.json:
-        print(json.dumps({"task": result["task"], "returns": result["returns"],
-                          **({"saved": result["saved"]} if "saved" in result else {})},
-                         allow_nan=False))
+        print_json({"task": result["task"], "returns": result["returns"],
+                     **({"saved": result["saved"]} if "saved" in result else {})})
         return 0
     print(f"{result['checkpoint']} (iteration {result['iteration']}): task {json.dumps(result['task'])}, "
           f"{result['episodes']} episodes per step")
@@ -258,7 +279,7 @@ def _adapt_model(args) -> int:
         atomic_write(Path(args.out), lambda f: np.save(f, predictions))
         print(f"predictions {predictions.shape} after {model.steps} steps: {args.out}")
     else:
-        print(json.dumps({"steps": model.steps, "predictions": predictions.tolist()}, allow_nan=False))
+        print_json({"steps": model.steps, "predictions": predictions.tolist()})
     return 0
 
 
@@ -315,8 +336,9 @@ def _presets(show: str | None) -> int:
         raw = read_yaml(str(path))
         task = raw.get("task", {}).get("family", "?")
         algo = raw.get("algorithm", {}).get("name", "?")
+        wall = re.search(r"^# Wall time here[^:]*: (about [^ ]+ [^ ]+)", path.read_text(), re.MULTILINE)
         print(f"{name:<20} {algo} on {task}, {raw.get('iterations', '?')} iterations, "
-              f"{raw.get('num_workers', 0)} workers")
+              f"{raw.get('num_workers', 0)} workers" + (f", {wall.group(1)} on 2 CPU cores" if wall else ""))
     print("(distmeta presets --show NAME prints one, with where it follows its paper)")
     return 0
 

@@ -1,14 +1,18 @@
-"""What the CLI shows and hears while a run goes on: its progress line, and Ctrl-C or
-SIGTERM turned into a stop after the iteration in progress."""
+"""What the CLI shows and hears: its progress lines, Ctrl-C or SIGTERM turned into a stop
+after the iteration in progress, its one-line errors and its strict `--json` output."""
 
 from __future__ import annotations
 
+import json
+import math
 import signal
 import sys
 import threading
 import time
 from collections import deque
 from typing import Any
+
+from distmeta.errors import UserError
 
 
 class StopOnSignal:
@@ -116,11 +120,11 @@ def _duration(seconds: float) -> str:
 
 
 class TaskProgress:
-    """`on_progress(done, total)` of a long evaluation: a tqdm bar on a terminal, a line
-    every `every_s` seconds in a log."""
+    """`on_progress(done, total)` of a long evaluation or adaptation (`unit`s): a tqdm bar
+    on a terminal, a line every `every_s` seconds in a log."""
 
-    def __init__(self, what: str, every_s: float = 30.0):
-        self.what, self.every_s = what, every_s
+    def __init__(self, what: str, unit: str = "task", plural: str | None = None, every_s: float = 30.0):
+        self.what, self.unit, self.plural, self.every_s = what, unit, plural or unit + "s", every_s
         self.bar: Any = None
         self.last_print = time.monotonic()
 
@@ -129,12 +133,45 @@ class TaskProgress:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, unit="task", desc=self.what, file=sys.stderr, leave=False)
+                self.bar = tqdm(total=total, unit=self.unit, desc=self.what, file=sys.stderr, leave=False)
             self.bar.update(done - self.bar.n)
         elif time.monotonic() - self.last_print >= self.every_s:
             self.last_print = time.monotonic()
-            print(f"{self.what}: {done}/{total} tasks", file=sys.stderr, flush=True)
+            print(f"{self.what}: {done}/{total} {self.plural}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def print_error(exc: BaseException | str) -> None:
+    """`error: ...` on one line: a newline in an input shows as \\n, and a long input is cut."""
+    text = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+    print(f"error: {text if len(text) <= 2000 else text[:2000] + ' ...'}", file=sys.stderr)
+
+
+def print_json(obj) -> None:
+    """`obj` as strict JSON: NaN and infinities (a diverged run's scores) become null, and
+    `"non_finite": true` says that some did."""
+    found = []
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(value)
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    clean = finite(obj)
+    print(json.dumps({**clean, "non_finite": True} if found else clean, allow_nan=False))
+
+
+def check_paths(args) -> None:
+    """An empty path argument is a mistake (an unset shell variable), not the default."""
+    for name in ("config", "checkpoint", "out", "save", "support", "predict"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise UserError(f"{name if name in ('config', 'checkpoint') else '--' + name}: got an empty path")

@@ -36,6 +36,20 @@ class _NoAliasLoader(yaml.SafeLoader):
                                               event.start_mark)
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):
+        # YAML lets a later key silently replace an earlier one: a config that sets a key
+        # twice has a mistake in one of the two places.
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' given twice (line {key_node.start_mark.line + 1}); keep one",
+                        key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 # Larger texts are not configs: a limit makes a mistaken path (a dataset, a binary) fail at once.
 MAX_YAML_BYTES = 1_000_000
@@ -68,7 +82,8 @@ def read_yaml(source: str | Path) -> dict:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config: cannot read YAML from {path}: {first}") from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"config: {path} holds no keys (empty, or comments only); expected a mapping, "
+                          "e.g. a preset's keys (`distmeta presets --show NAME`)")
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {path} holds a {type(raw).__name__}; expected a mapping")
     return raw
@@ -85,7 +100,7 @@ def parse_override(item: str, what: str = "--set", example: str = "seed=3") -> t
         raise ConfigError(f"{what} {key}: a value of {len(text)} characters; expected a config value (at most 10000)")
     try:
         value = _load_yaml(text)
-    except yaml.composer.ComposerError as exc:  # an alias: refused, not kept as text
+    except (yaml.composer.ComposerError, yaml.constructor.ConstructorError) as exc:  # an alias, a key twice
         raise ConfigError(f"{what} {key}: {exc.problem}") from None
     except yaml.YAMLError:
         value = text

@@ -21,9 +21,9 @@ def test_presets_lists_the_builtins_and_shows_one():
     from distmeta.loading import presets
 
     out = ok("presets").stdout
-    assert "omniglot-protonet    protonet on omniglot, 20000 iterations, 0 workers" in out
-    for name in presets():
-        assert name in out
+    assert "omniglot-protonet    protonet on omniglot, 20000 iterations, 0 workers, about 4.2 h on 2 CPU cores" in out
+    for name in presets():  # each with its measured wall time (benchmarks/preset_times.py)
+        assert any(line.startswith(f"{name} ") and " on 2 CPU cores" in line for line in out.splitlines())
     shown = ok("presets", "--show", "omniglot-maml").stdout
     assert shown == presets()["omniglot-maml"].read_text() and shown.startswith("# MAML on Omniglot")
     bad = cli("presets", "--show", "omniglot")
@@ -126,6 +126,8 @@ def test_eval_of_a_meta_rl_run_reports_returns(nav2d_run):
     ([], "one of the arguments --task --sample-task --support is required"),
     (["--sample-task", "1", "--episodes", "0"], "--episodes: got 0; expected >= 1"),
     (["--sample-task", "1", "--steps", "-1"], "--steps: got -1; expected >= 0"),
+    (["--sample-task", "1", "--steps", "1000000000"], "--steps: got 1000000000; expected at most 10000"),
+    (["--sample-task", "1", "--episodes", "10000000"], "--episodes: got 10000000; expected at most 100000"),
     (["--sample-task", "1", "--set", "algorithm.outer_lr=1"], "--set: got 'algorithm.outer_lr=1'"),
 ])
 def test_bad_adapt_input_is_one_error_line(nav2d_run, args, names):
@@ -181,6 +183,8 @@ def test_a_supervised_run_adapts_to_a_users_points_and_predicts(tmp_path):
         (["--support", tmp_path / "nowhere.npz", "--predict", tmp_path / "query.npy"],
          "error: --support/--predict: cannot read the arrays"),
         (["--task", "goal=[1,2]", "--predict", tmp_path / "query.npy"], "error: --predict/--out: only with --support"),
+        (["--support", tmp_path / "support.npz", "--predict", tmp_path / "query.npy", "--steps", "100000"],
+         "error: --steps: got 100000; expected at most 10000"),
     ):
         result = cli("adapt", out, *args)
         assert result.returncode == 2 and one_error_line(result).startswith(message), result.stderr
@@ -241,6 +245,42 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, request, args, names):
     result = cli(*args)
     assert result.returncode == 2, result.stderr
     assert names in one_error_line(result)
+
+
+def test_an_address_that_answers_but_is_not_ray_is_one_line_in_bounded_time(monkeypatch):
+    """A web server on the port (not a GCS): `ray.init` would retry for minutes, printing
+    Ray's C++ log lines; the probe ends it within its timeout, in one line."""
+    import threading
+    import time
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    from distmeta.runtime import cluster
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setattr(cluster, "PROBE_TIMEOUT_S", 3.0)
+    server = HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        start = time.monotonic()
+        result = cli("train", "sinusoid-maml", "--set", "num_workers=1", "--address", address)
+        took = time.monotonic() - start
+    finally:
+        server.shutdown()
+    assert result.returncode == 2 and took < 30
+    assert one_error_line(result) == (
+        f"error: --address: {address} accepts connections but no Ray GCS answered in 3 s; "
+        "expected the head node's GCS port (6379 unless `ray start --port` set another)")
+
+
+@pytest.mark.ray
+def test_a_ray_clusters_address_passes_the_probe(ray_local):
+    from distmeta.runtime.cluster import check_address
+
+    check_address(ray_local.get_runtime_context().gcs_address)  # raises UserError if not
 
 
 @pytest.mark.ray
@@ -443,3 +483,16 @@ def test_evaluation_reports_progress_as_tasks_are_scored(tmp_path, capsys):
     progress = TaskProgress("evaluating", every_s=0)
     progress(25, 60)
     assert capsys.readouterr().err == "evaluating: 25/60 tasks\n"
+
+
+def test_a_policy_adaptation_reports_progress_after_each_batch(nav2d_run, capsys):
+    from distmeta.console import TaskProgress
+    from distmeta.runtime.adapt import adapt_policy
+
+    heard = []
+    result = adapt_policy(nav2d_run, sample_task=1, steps=2, episodes=2,
+                          on_progress=lambda done, total: heard.append((done, total)))
+    assert heard == [(1, 3), (2, 3), (3, 3)] and len(result["returns"]) == 3
+    progress = TaskProgress("adapting", unit="batch", plural="episode batches", every_s=0)
+    progress(1, 3)
+    assert capsys.readouterr().err == "adapting: 1/3 episode batches\n"

@@ -67,3 +67,39 @@ def test_library_code_logs_instead_of_printing():
 def test_no_module_is_too_long_to_read():
     lengths = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
     assert max(lengths.values()) <= 350, sorted(lengths.items(), key=lambda kv: -kv[1])[:3]
+
+
+@pytest.mark.slow
+def test_a_built_wheel_holds_the_presets_and_the_shipped_searches(tmp_path):
+    """What `pip install .` (not editable) gets: the wheel, unpacked and imported from a
+    folder with no checkout, names every preset and shipped search and loads one."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for folder in ("distmeta", "envs"):
+        shutil.copytree(PACKAGE.parent / folder, source / folder, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PACKAGE.parent / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("distmeta-*.whl")
+    zipfile.ZipFile(wheel).extractall(tmp_path / "installed")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("import json, distmeta; from distmeta.loading import presets; "
+            "from distmeta.search.loading import load_search, shipped_configs; "
+            "print(json.dumps([distmeta.__file__, sorted(presets()), sorted(shipped_configs()), "
+            "load_search('sinusoid_maml_asha').num_samples]))")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "PYTHONPATH": str(tmp_path / "installed")}
+    where, preset_names, search_names, samples = json.loads(subprocess.run(
+        [sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, check=True, env=env).stdout)
+    assert where.startswith(str(tmp_path / "installed"))
+    assert preset_names == sorted(p.stem for p in (PACKAGE / "presets").glob("*.yaml"))
+    assert search_names == sorted(p.stem for p in (PACKAGE / "tune_configs").glob("*.yaml")) and search_names
+    assert samples > 0

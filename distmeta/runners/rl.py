@@ -8,7 +8,7 @@ learner's further outer steps on the same meta-batch (`rl.outer_steps`) reuse th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
@@ -125,11 +125,13 @@ class RLShardRunner(RunnerBase):
         return data, metrics
 
     def sample_adaptation(self, meta: Params, tasks: Sequence[dict],
-                          rngs: Sequence[np.random.Generator], steps: int, episodes: int
+                          rngs: Sequence[np.random.Generator], steps: int, episodes: int,
+                          on_progress: Callable[[int, int], None] | None = None,
                           ) -> tuple[list[list[dict]], np.ndarray, list[Params]]:
         """Per task: the `steps + 1` episode batches of an adaptation (batch s sampled with
         the policy after s steps), mean episode returns `(n_tasks, steps + 1)`, and the
-        adapted parameters. The inner step is `MAMLRL.adapt`'s, one step at a time."""
+        adapted parameters. The inner step is `MAMLRL.adapt`'s, one step at a time.
+        `on_progress(done, steps + 1)` hears after each batch is sampled."""
         params = [meta] * len(tasks)
         batches: list[list[dict]] = [[] for _ in tasks]
         returns = np.zeros((len(tasks), steps + 1))
@@ -143,6 +145,8 @@ class RLShardRunner(RunnerBase):
                 batches[i].append(batch)
             if s < steps:
                 params = [self._inner_step(p, b[-1]) for p, b in zip(params, batches)]
+            if on_progress is not None:
+                on_progress(s + 1, steps + 1)
         return batches, returns, params
 
     def close(self) -> None:

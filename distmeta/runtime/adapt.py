@@ -10,14 +10,14 @@ adaptation step, and the adapted policy saved for use.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
-from distmeta.errors import UserError
+from distmeta.errors import MAX_EPISODES, MAX_STEPS, UserError, check_count
 from distmeta.fileio import atomic_write
 from distmeta.rl.policy import Params, Policy
 from distmeta.runtime.evaluate import load_run
@@ -30,21 +30,23 @@ POLICY_FILE = "policy.pt"
 
 def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: int | None = None,
                  steps: int | None = None, episodes: int | None = None, seed: int = 0,
-                 save: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
+                 save: str | Path | None = None, overrides: Sequence[str] = (),
+                 on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Adapt a meta-RL run's policy to one task: `task` (the environment's task dict) or
     the task that `env.sample_tasks(1, seed=sample_task)` draws. Each of the `steps`
     (default `algorithm.eval_inner_steps`) inner steps samples `episodes` episodes (default
     `rl.episodes_per_task`) with the current policy, as in meta-training; the episodes'
     randomness comes from `seed`. Returns `{"task", "returns": [r0..rK], ...}`; `save`
-    writes the adapted policy to that directory (`AdaptedPolicy.load` reads it)."""
+    writes the adapted policy to that directory (`AdaptedPolicy.load` reads it).
+    `on_progress(done, steps + 1)` hears after each batch of episodes."""
     if (task is None) == (sample_task is None):
         raise UserError("--task/--sample-task: give exactly one of them")
     if sample_task is not None and sample_task < 0:
         raise UserError(f"--sample-task: got {sample_task}; expected a seed >= 0")
-    if steps is not None and steps < 0:
-        raise UserError(f"--steps: got {steps}; expected >= 0")
-    if episodes is not None and episodes < 1:
-        raise UserError(f"--episodes: got {episodes}; expected >= 1")
+    if steps is not None:
+        check_count("--steps", steps, 0, MAX_STEPS)
+    if episodes is not None:
+        check_count("--episodes", episodes, 1, MAX_EPISODES)
     if seed < 0:
         raise UserError(f"--seed: got {seed}; expected >= 0")
     save = Path(save) if save is not None else None
@@ -73,7 +75,7 @@ def adapt_policy(checkpoint: str | Path, task: dict | None = None, sample_task: 
     rng = np.random.default_rng([seed, 2])  # the episodes' stream; tasks come from elsewhere
     meta = {k: v.detach() for k, v in state["meta_params"].items()}
     try:
-        _, returns, adapted = runner.sample_adaptation(meta, [task], [rng], steps, episodes)
+        _, returns, adapted = runner.sample_adaptation(meta, [task], [rng], steps, episodes, on_progress)
     finally:
         runner.close()
     result = {"checkpoint": str(path), "iteration": int(state["iteration"]), "task": task,

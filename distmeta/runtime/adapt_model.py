@@ -14,7 +14,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from distmeta.errors import UserError
+from distmeta.errors import MAX_STEPS, UserError, check_count
 from distmeta.runners.supervised import SupervisedShardRunner
 from distmeta.runtime.evaluate import load_run
 
@@ -44,8 +44,8 @@ def adapt_model(checkpoint: str | Path, support_x, support_y, steps: int | None 
     """A supervised run's meta-parameters adapted with `steps` inner steps (default:
     `algorithm.eval_inner_steps`) to the support set (`support_x` shaped (n, *input_shape);
     `support_y` class labels 0..n_way-1, or regression targets (n,) or (n, outputs))."""
-    if steps is not None and steps < 0:
-        raise UserError(f"--steps: got {steps}; expected >= 0")
+    if steps is not None:
+        check_count("--steps", steps, 0, MAX_STEPS)
     path, state, experiment = load_run(checkpoint, overrides)
     if experiment.is_rl:
         raise UserError(f"checkpoint: {path} is a meta-RL run; adapt it to a task with "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 
 from distmeta.errors import UserError
@@ -89,6 +91,32 @@ def check_address(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
         raise UserError(f"--address: cannot reach a Ray cluster at {address}: {exc}") from None
+    if not address.startswith("ray://"):  # Ray Client's port speaks another protocol
+        _probe_gcs(address)
+
+
+# A head node's GCS answers at once; a port that accepts connections but is not a GCS (a
+# web server, the dashboard's port) leaves `ray.init` retrying for minutes, printing
+# Ray's C++ log lines.
+PROBE_TIMEOUT_S = 15.0
+
+
+def _probe_gcs(address: str) -> None:
+    """One request to the GCS at `address` from a child process, so that a port that is not
+    Ray's fails within PROBE_TIMEOUT_S and Ray's retry lines never reach the console."""
+    code = ("import sys; from ray._raylet import GcsClient; "
+            "GcsClient(address=sys.argv[1]).internal_kv_get(b'distmeta-probe', None, timeout=10)")
+    hint = "expected the head node's GCS port (6379 unless `ray start --port` set another)"
+    try:
+        probe = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True,
+                               timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"--address: {address} accepts connections but no Ray GCS answered in "
+                        f"{PROBE_TIMEOUT_S:g} s; {hint}") from None
+    if probe.returncode != 0:
+        lines = [line for line in probe.stderr.splitlines() if line.strip()]
+        raise UserError(f"--address: {address} is not a Ray cluster's GCS "
+                        f"({lines[-1][:200] if lines else f'exit {probe.returncode}'}); {hint}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from distmeta.config import Config
-from distmeta.errors import UserError
+from distmeta.errors import MAX_STEPS, MAX_TASKS, UserError, check_count
 from distmeta.experiment import Experiment, build_experiment
 from distmeta.loading import apply_overrides
 from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch
@@ -68,14 +68,13 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     data_dir on this machine), `runtime.*`, `algorithm.eval_inner_steps`, `algorithm.inner_lr`.
     The tasks are drawn from `seed`, not the run's seed, so runs are scored on the same tasks.
     `on_progress(done, tasks)` hears as the tasks are scored."""
-    if tasks < 1:
-        raise UserError(f"--tasks: got {tasks}; expected at least 1")
+    check_count("--tasks", tasks, 1, MAX_TASKS)
     if split not in SPLITS:
         raise UserError(f"--split: got '{split}'; expected one of {', '.join(SPLITS)}")
     if seed < 0:
         raise UserError(f"--seed: got {seed}; expected >= 0")
-    if steps is not None and steps < 0:
-        raise UserError(f"--steps: got {steps}; expected >= 0")
+    if steps is not None:
+        check_count("--steps", steps, 0, MAX_STEPS)
     path, state, experiment = load_run(checkpoint, overrides)
     config = experiment.config
     steps = config.algorithm.steps_for_eval if steps is None else steps

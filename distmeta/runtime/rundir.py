@@ -25,7 +25,7 @@ import yaml
 
 from distmeta.config import Config
 from distmeta.errors import UserError
-from distmeta.fileio import atomic_write
+from distmeta.fileio import atomic_write, check_can_create
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from distmeta.schema import first_difference
 
@@ -51,6 +51,7 @@ class RunDirectory:
         its newest readable checkpoint (checked against `config`)."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out: {self.path} is a file; expected a run directory")
+        check_can_create(self.path, "--out")
         metrics = self.path / "metrics.jsonl"
         found = list_checkpoints(self.checkpoints)
         self._seen = self._snapshot()

@@ -61,8 +61,9 @@ def search_from_dict(raw: Any, overrides: Sequence[str] = (), folder: Path = Pat
 
 
 def shipped_configs() -> dict[str, Path]:
-    """The search configs in the checkout's `tune_configs/` folder."""
-    folder = Path(__file__).resolve().parents[2] / "tune_configs"
+    """The search configs shipped in the package (`distmeta/tune_configs/`, which the
+    checkout's top-level `tune_configs/` links to)."""
+    folder = Path(__file__).resolve().parents[1] / "tune_configs"
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 

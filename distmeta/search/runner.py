@@ -26,10 +26,11 @@ from ray import tune
 
 from distmeta.config import Config
 from distmeta.errors import UserError
-from distmeta.fileio import atomic_write
+from distmeta.fileio import atomic_write, check_can_create
 from distmeta.loading import set_dotted
 from distmeta.runtime import cluster
 from distmeta.schema import first_difference
+from distmeta.search import trust
 from distmeta.search.schedulers import make_scheduler
 from distmeta.search.spec import SearchSpec
 from distmeta.search.trial import REPORTS_FILE, STATE_FILE, run_trial
@@ -125,7 +126,7 @@ def _fit(spec: SearchSpec, base: dict, out: Path, resume: bool, worker_cpu: floa
             ),
             run_config=tune.RunConfig(
                 name=out.name, storage_path=str(out.parent), verbose=0,
-                callbacks=[Leaderboard(metric, mode, list(spec.space))],
+                callbacks=[Leaderboard(metric, mode, list(spec.space)), trust.RecordState()],
                 # PBT restores a donor's checkpoint when the exploiting trial next runs, which
                 # can be many of the donor's reports later: any deleted checkpoint could be the
                 # one it needs (measured: with 4 kept, most exploits failed on a missing
@@ -133,7 +134,10 @@ def _fit(spec: SearchSpec, base: dict, out: Path, resume: bool, worker_cpu: floa
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.name == "pbt" else 2),
             ),
         )
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    finally:  # Tune's last writes (an interrupted search's state among them)
+        trust.record(out)
 
 
 def _searcher(spec: SearchSpec):
@@ -272,6 +276,7 @@ def _record(spec: SearchSpec) -> dict:
 def _check_out_dir(spec: SearchSpec, out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file; expected a search directory")
+    check_can_create(out, "--out")
     saved = out / SEARCH_FILE
     if not resume:
         if saved.exists() or (out / "tuner.pkl").exists():
@@ -288,6 +293,7 @@ def _check_out_dir(spec: SearchSpec, out: Path, resume: bool) -> None:
             f"--resume: tune config key '{key}' is {new!r} but the search in {out} used {old!r}; "
             "resume with the search's config"
         )
+    trust.check(out)
 
 
 def _too_big(spec: SearchSpec, worker_cpu: float, needed: float, have: str) -> str:

@@ -44,6 +44,9 @@ def _check_task(name: str, family: TaskFamily, task) -> None:
         raise UserError(f"task.family {name}: sample_task's dict lacks {', '.join(missing)}; it has "
                         f"{', '.join(map(str, task)) or 'nothing'}")
     shape, out = tuple(family.input_shape), family.output_dim
+    if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+        raise UserError(f"task.family {name}: output_dim is {out!r}; expected an integer >= 1 (classes, "
+                        "or regression outputs)")
     for phase in ("support", "query"):
         x, y = task[f"{phase}_x"], task[f"{phase}_y"]
         for key, value in ((f"{phase}_x", x), (f"{phase}_y", y)):
@@ -54,6 +57,11 @@ def _check_task(name: str, family: TaskFamily, task) -> None:
         if x.dtype != np.float32 or x.shape[1:] != shape or n < 1:
             raise UserError(f"task.family {name}: sample_task's '{phase}_x' is {x.dtype} {x.shape}; expected "
                             f"float32 (n, {', '.join(map(str, shape))}) with n >= 1 (input_shape {shape})")
+        # NaN in the data would surface later as a non-finite meta-gradient, blamed on the rates.
+        for key, value in ((f"{phase}_x", x), (f"{phase}_y", y)):
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise UserError(f"task.family {name}: sample_task's '{key}' holds NaN or infinite values; "
+                                "expected finite numbers")
         if family.kind == "classification":
             if y.dtype != np.int64 or y.shape != (n,) or y.min() < 0 or y.max() >= out:
                 raise UserError(f"task.family {name}: sample_task's '{phase}_y' is {y.dtype} {y.shape} with "

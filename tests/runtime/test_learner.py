@@ -223,6 +223,8 @@ def test_evaluate_reports_means_and_confidence(tmp_path, sine_config):
     ({"tasks": 0}, r"^--tasks: got 0"),
     ({"split": "dev"}, r"^--split: got 'dev'; expected one of train, val, test"),
     ({"steps": -1}, r"^--steps: got -1"),
+    ({"steps": 10**9}, r"^--steps: got 1000000000; expected at most 10000$"),
+    ({"tasks": 10**10}, r"^--tasks: got 10000000000; expected at most 1000000$"),
     ({"overrides": ["algorithm.name=reptile"]}, r"^--set: got 'algorithm.name=reptile'"),
     ({"overrides": ["model.hidden_sizes=[3]"]}, r"^--set: got 'model.hidden_sizes"),
 ])

@@ -157,6 +157,22 @@ def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_run_ends(ray
     first = json.loads((out / "results.json").read_text())
     assert first["interrupted"] and any(t["status"] == "unfinished" for t in first["trials"])
 
+    # Tune's restore unpickles the folder: one distmeta did not write is refused first.
+    import shutil
+
+    from distmeta.search.trust import RECORD
+
+    crafted = tmp_path / "crafted"
+    shutil.copytree(out, crafted)
+    with open(crafted / "tuner.pkl", "ab") as f:
+        f.write(b"\x00")
+    assert bad_input(search, "--out", crafted, "--resume") == (
+        f"error: --resume: {crafted / 'tuner.pkl'} differs from distmeta's record of this search; Tune's restore "
+        "unpickles it, so distmeta resumes only a search folder it wrote; start the search again")
+    (crafted / RECORD).unlink()
+    assert bad_input(search, "--out", crafted, "--resume").startswith(
+        f"error: --resume: {crafted} has no readable {RECORD} (distmeta's record of the search's state)")
+
     ok("tune", search, "--out", out, "--resume")
     summary = json.loads((out / "results.json").read_text())
     assert not summary["interrupted"] and [t["status"] for t in summary["trials"]] == ["done"] * 2

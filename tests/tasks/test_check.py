@@ -57,11 +57,26 @@ def test_a_well_formed_family_passes():
     (lambda t, r: {**t, "query_y": t["query_y"][:2]}, "'query_y' is int64 (2,)"),
     (lambda t, r: ragged(t), "'query_x' is (3, 4) in one task and (2, 4) in another"),
     (lambda t, r: 1 / 0, "sample_task raised ZeroDivisionError: division by zero"),
+    (lambda t, r: {**t, "query_x": np.where(t["query_x"] > 0.5, np.nan, t["query_x"]).astype(np.float32)},
+     "'query_x' holds NaN or infinite values; expected finite numbers"),
 ])
 def test_a_malformed_task_is_one_line_naming_the_key(change, message):
     with pytest.raises(UserError, match=r"^task.family test_check:Episodes: ") as info:
         check_sampled_tasks(Episodes(change=change), seed=0)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@dataclass
+class NoOutputs(Episodes):
+    @property
+    def output_dim(self):
+        return 0
+
+
+def test_a_family_without_outputs_is_one_line():
+    with pytest.raises(UserError, match=r"^task.family test_check:NoOutputs: output_dim is 0; expected an "
+                                        r"integer >= 1"):
+        check_sampled_tasks(NoOutputs(), seed=0)
 
 
 def test_a_learner_refuses_a_malformed_family_before_writing_or_starting_workers(tmp_path):
