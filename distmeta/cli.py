@@ -36,6 +36,7 @@ from distmeta.console import (
     TaskProgress,
     check_paths,
     describe,
+    ignoring_ctrl_c,
     print_error,
     print_json,
     window_mean,
@@ -181,11 +182,12 @@ def _train(args) -> int:
         print(f"\ninterrupted; continue with: {shlex.join(again)}", file=sys.stderr)
         return 130
     finally:
-        progress.finish()
-        if started_ray:
-            import ray
+        with ignoring_ctrl_c():  # the clean-up after a stop runs to its end
+            progress.finish()
+            if started_ray:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
     if stop.signum is not None:
         name = signal.Signals(stop.signum).name
         print(f"stopped by {name} at iteration {at}, checkpoint written; continue with: {shlex.join(again)}",

@@ -3,6 +3,7 @@ after the iteration in progress, its one-line errors and its strict `--json` out
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -36,6 +37,9 @@ class StopOnSignal:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
+            # Stop at once, but let the workers be closed: more Ctrl-C would break the
+            # clean-up into a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise KeyboardInterrupt
         self.signum = signum
         print(f"\n{signal.Signals(signum).name}: stopping after this iteration, with a checkpoint "
@@ -175,3 +179,16 @@ def check_paths(args) -> None:
         value = getattr(args, name, None)
         if isinstance(value, str) and not value.strip():
             raise UserError(f"{name if name in ('config', 'checkpoint') else '--' + name}: got an empty path")
+
+
+@contextlib.contextmanager
+def ignoring_ctrl_c():
+    """Ctrl-C ignored inside (in the main thread, where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
+import socket
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from distmeta.errors import UserError
 
@@ -56,3 +59,27 @@ def check_can_create(path: Path, flag: str) -> None:
         raise UserError(f"{flag}: {ancestor} is not a folder; cannot make {path} in it")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UserError(f"{flag}: cannot write in {ancestor} (read-only or not permitted); choose another {flag}")
+
+
+def take_lock(folder: Path) -> BinaryIO:
+    """An exclusive lock on `folder/.lock` (held through the returned file: closing it, or
+    the file being garbage-collected with an abandoned owner, releases it), or `UserError`
+    naming the host and process that hold it. Advisory (flock): distmeta's runs and searches
+    respect it, on local disks (not reliably on NFS); the kernel drops it when the holder
+    ends, however it ends."""
+    lock = open(folder / ".lock", "a+b")  # noqa: SIM115 - the lock lives as long as the file
+    me = f"{socket.gethostname()} {os.getpid()}"
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(lock.fileno(), 300, 0).decode(errors="replace").strip()
+        lock.close()
+        if holder == me:
+            raise UserError(f"--out: {folder} is in use by another run or search of this process; close it "
+                            "(learner.close(), or `with MetaLearner(...)`) or choose another --out") from None
+        host, _, pid = holder.rpartition(" ")
+        raise UserError(f"--out: {folder} is in use by another distmeta process (pid {pid or '?'} on "
+                        f"{host or '?'}); let it end or choose another --out") from None
+    os.ftruncate(lock.fileno(), 0)
+    os.pwrite(lock.fileno(), me.encode(), 0)
+    return lock

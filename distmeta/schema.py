@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
-from distmeta.errors import ConfigError
+from distmeta.errors import ConfigError, UserError
 
 
 def build(cls: type, raw: Any, prefix: str):
@@ -53,13 +53,17 @@ def construct(cls: type, options: Mapping[str, Any], prefix: str):
 
 
 def _instantiate(cls: type, kwargs: Mapping[str, Any], where: str):
-    """`cls(**kwargs)`; a user class's own TypeError/ValueError becomes a ConfigError."""
+    """`cls(**kwargs)`; whatever a user class's constructor raises becomes one ConfigError
+    line (a TypeError or ValueError is the usual way to refuse a value: its message alone)."""
     try:
         return cls(**kwargs)
-    except ConfigError:
+    except UserError:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {cls.__name__}({_kw(kwargs)}) failed: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: where it failed, in one line
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"{where}: {cls.__name__}({_kw(kwargs)}) failed: {type(exc).__name__}: {text}") from None
 
 
 def import_object(path: str, what: str):

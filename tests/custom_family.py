@@ -47,6 +47,15 @@ class Picky(Linear):
 
 
 @dataclass
+class Crashing(Linear):
+    """A constructor that fails with neither TypeError nor ValueError (a missing device, a
+    bug): still one line, with the exception's type."""
+
+    def __post_init__(self):
+        raise RuntimeError("no dataset server\nsecond line")
+
+
+@dataclass
 class Unfinished(TaskFamily):
     """Forgot to implement the abstract methods."""
 

@@ -366,6 +366,34 @@ def test_a_signal_stops_after_the_iteration_with_a_checkpoint_and_resume_is_exac
         assert torch.equal(v, resumed["meta_params"][k]), k
 
 
+@pytest.mark.ray
+def test_ctrl_c_pressed_again_and_again_stops_at_once_in_one_line(tmp_path):
+    """The second Ctrl-C stops at once; the ones after it fall while the workers and Ray are
+    closed, which they used to break into a traceback (exit 1)."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([DISTMETA, "train", "sinusoid-maml", "--set", "num_workers=1", "--set",
+                             "iterations=100000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    for _ in range(6):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    _, stderr = proc.communicate(timeout=120)
+    # Whether the iteration in progress ended before the second Ctrl-C ("stopped by SIGINT
+    # at iteration N, checkpoint written") or not ("interrupted"): exit 130 and a resume line.
+    assert proc.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stderr and "continue with: distmeta train" in last and last.endswith("--resume")
+
+
 def test_a_killed_train_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
     """SIGKILL needs a process of its own: the driver runs as the console script."""
     import signal

@@ -64,6 +64,8 @@ def test_user_family_by_dotted_path():
         build_experiment(Config.from_dict({"task": {"family": "custom_family:Linear", "bogus": 3}}))
     with pytest.raises(ConfigError, match=r"^task: Picky\(points=11\) failed: at most 10 points"):
         build_experiment(Config.from_dict({"task": {"family": "custom_family:Picky", "points": 11}}))
+    with pytest.raises(ConfigError, match=r"^task: Crashing\(\) failed: RuntimeError: no dataset server$"):
+        build_experiment(Config.from_dict({"task": {"family": "custom_family:Crashing"}}))
     with pytest.raises(ConfigError, match=r"^task: Unfinished\(\) failed: Can't instantiate abstract"):
         build_experiment(Config.from_dict({"task": {"family": "custom_family:Unfinished"}}))
     # A user's `float | None` field is typed like the config's own Optional fields.

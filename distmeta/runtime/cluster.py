@@ -23,6 +23,18 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def machine_memory() -> int | None:
+    """This machine's memory in bytes (MemTotal), None where /proc does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def ensure_ray(address: str | None, needed_cpus: float, shortfall: Callable[[str], str]) -> bool:
     """Connect to the cluster at `address`, or start a local Ray, unless Ray is already up;
     then check that it has `needed_cpus`. `shortfall(have)` words the error ("this machine

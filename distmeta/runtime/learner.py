@@ -34,6 +34,7 @@ from distmeta.experiment import build_experiment
 from distmeta.runners import FlatLayout
 from distmeta.runtime import reduce
 from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch, write_state
+from distmeta.runtime.cluster import machine_memory
 from distmeta.runtime.executors import evaluate_tasks, start_executor
 from distmeta.runtime.rundir import RunDirectory
 from distmeta.tasks.check import check_sampled_tasks
@@ -65,7 +66,9 @@ class MetaLearner:
         state = self.run_dir.check(config, resume) if self.run_dir is not None else None
         self.experiment.family.prepare()
         if not self.experiment.is_rl:  # a family's wrong output: one line now, not a worker's traceback
-            check_sampled_tasks(self.experiment.family, config.seed)
+            check_sampled_tasks(self.experiment.family, config.seed,
+                                tasks_per_call=-(-config.meta_batch_size // config.shard_count),
+                                memory_bytes=None if address else machine_memory())
 
         self.meta = {k: v.requires_grad_() for k, v in self.experiment.initial_meta_params().items()}
         self.layout = FlatLayout(self.meta)

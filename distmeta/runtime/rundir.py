@@ -14,10 +14,8 @@ Every file is replaced atomically or appended one whole line at a time."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -25,7 +23,7 @@ import yaml
 
 from distmeta.config import Config
 from distmeta.errors import UserError
-from distmeta.fileio import atomic_write, check_can_create
+from distmeta.fileio import atomic_write, check_can_create, take_lock
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from distmeta.schema import first_difference
 
@@ -107,7 +105,7 @@ class RunDirectory:
         process ends), write config.yaml, keep metrics lines up to `iteration` and open
         metrics.jsonl for appending."""
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = _take_lock(self.path)
+        self._lock = take_lock(self.path)
         try:
             if self._snapshot() != self._seen:  # another run wrote here since `check`
                 raise UserError(f"--out: {self.path} changed while this run started (another distmeta run "
@@ -209,24 +207,3 @@ def _summary(line: dict, prefix: str = ""):
         elif isinstance(value, (int, float)) and key != "iteration":
             values.append(Summary.Value(tag=prefix + key, simple_value=float(value)))
     return Summary(value=values)
-
-
-def _take_lock(folder: Path) -> BinaryIO:
-    """An exclusive lock on `folder/.lock` (held through the returned file: closing it, or
-    the file being garbage-collected with an abandoned learner, releases it), or
-    `UserError` naming the process that holds it. Advisory (flock): distmeta runs respect
-    it, on local disks; the kernel drops it when the holder ends, however it ends."""
-    lock = open(folder / ".lock", "a+b")  # noqa: SIM115 - the lock lives as long as the file
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(lock.fileno(), 32, 0).decode(errors="replace").strip() or "?"
-        lock.close()
-        if holder == str(os.getpid()):
-            raise UserError(f"--out: {folder} is in use by another MetaLearner of this process; close it "
-                            "(learner.close(), or `with MetaLearner(...)`) or choose another --out") from None
-        raise UserError(f"--out: {folder} is in use by another distmeta run (pid {holder}); let it end or "
-                        "choose another --out") from None
-    os.ftruncate(lock.fileno(), 0)
-    os.pwrite(lock.fileno(), str(os.getpid()).encode(), 0)
-    return lock

@@ -26,7 +26,7 @@ from ray import tune
 
 from distmeta.config import Config
 from distmeta.errors import UserError
-from distmeta.fileio import atomic_write, check_can_create
+from distmeta.fileio import atomic_write, check_can_create, take_lock
 from distmeta.loading import set_dotted
 from distmeta.runtime import cluster
 from distmeta.schema import first_difference
@@ -51,6 +51,17 @@ def run_search(spec: SearchSpec, out_dir: str | Path, address: str | None = None
     `results.json`: `{"trials": [...], "best": {...} or None, "interrupted": bool}`."""
     out = Path(out_dir).resolve()
     _check_out_dir(spec, out, resume)
+    # One search writes a folder at a time (as one run): locked now where it exists, else
+    # once made, just before the first write; a bad input leaves no folder behind.
+    locks = [take_lock(out)] if out.is_dir() else []
+    try:
+        return _run(spec, out, address, resume, locks)
+    finally:
+        for lock in locks:
+            lock.close()
+
+
+def _run(spec: SearchSpec, out: Path, address: str | None, resume: bool, locks: list) -> dict:
     base_config = spec.train_config()
     worker_cpu = base_config.runtime.resources_per_worker.cpu
     trial_cpus = spec.resources.learner_cpu + max(spec.worker_counts()) * worker_cpu
@@ -77,8 +88,11 @@ def run_search(spec: SearchSpec, out_dir: str | Path, address: str | None = None
                 f"{gpu * max(spec.worker_counts()):g} GPUs; the Ray cluster has {cluster_gpus:g}; "
                 "lower it (fractions pack workers on a GPU) or num_workers"
             )
-        if not resume:
+        if not locks:
             out.mkdir(parents=True, exist_ok=True)
+            locks.append(take_lock(out))
+            _check_out_dir(spec, out, resume)  # again: another search may have written it meanwhile
+        if not resume:
             atomic_write(out / SEARCH_FILE, lambda f: f.write(yaml.safe_dump(_record(spec), sort_keys=False).encode()))
         grid = _fit(spec, base, out, resume, worker_cpu, gpu)
         return _summarise(spec, out, grid)

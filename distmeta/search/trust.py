@@ -18,7 +18,7 @@ from distmeta.fileio import atomic_write
 
 RECORD = ".distmeta-tune-state.json"
 # distmeta's own files of a search folder: read as data (YAML, JSON, weights-only torch).
-OURS = {RECORD, "search.yaml", "results.json", "best_config.yaml", "best_checkpoint.pt"}
+OURS = {RECORD, ".lock", "search.yaml", "results.json", "best_config.yaml", "best_checkpoint.pt"}
 
 
 def _state_files(out: Path) -> list[Path]:

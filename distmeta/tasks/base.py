@@ -51,6 +51,13 @@ class TaskFamily(ABC):
     def sample_task(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         """One task drawn with `rng` from `split` (one of train, val, test)."""
 
+    @property
+    def examples_per_task(self) -> int | None:
+        """Support plus query examples of one task, where the config alone gives it: a size
+        too large for memory is then refused before a task is drawn. None: unknown (the
+        first drawn tasks are measured instead)."""
+        return None
+
     def prepare(self) -> None:
         """Load whatever is heavy (datasets). Called once in the driver, before the family
         is shipped to workers through Ray's object store. Must be idempotent."""

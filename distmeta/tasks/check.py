@@ -4,6 +4,8 @@ expected, not a traceback from inside a Ray worker."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from distmeta.errors import UserError
@@ -12,10 +14,17 @@ from distmeta.tasks.base import TaskFamily, train_task_rng
 KEYS = ("support_x", "support_y", "query_x", "query_y")
 
 
-def check_sampled_tasks(family: TaskFamily, seed: int) -> None:
+def check_sampled_tasks(family: TaskFamily, seed: int, tasks_per_call: int = 1,
+                        memory_bytes: int | None = None) -> None:
     """Sample the first two training tasks of the run and check each against the task
-    format (`distmeta.tasks.base`), and that they stack (same shapes)."""
+    format (`distmeta.tasks.base`), and that they stack (same shapes). With `memory_bytes`
+    (the machine's memory), the task data of one call (`tasks_per_call` tasks: a shard)
+    must fit in it: estimated from the config before a task is drawn where the family
+    says its size, and measured on the drawn tasks."""
     name = f"{type(family).__module__}:{type(family).__name__}"
+    if memory_bytes is not None and family.examples_per_task is not None:
+        values = math.prod(family.input_shape) + family.output_dim
+        _check_fits(family.examples_per_task * values * 4, tasks_per_call, memory_bytes, "estimated")
     first = None
     for index in range(2):
         try:
@@ -26,6 +35,8 @@ def check_sampled_tasks(family: TaskFamily, seed: int) -> None:
             raise UserError(f"task.family {name}: sample_task raised {type(exc).__name__}: "
                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
         _check_task(name, family, task)
+        if memory_bytes is not None:
+            _check_fits(sum(task[k].nbytes for k in KEYS), tasks_per_call, memory_bytes, "measured")
         if first is None:
             first = task
         for key in KEYS:
@@ -33,6 +44,22 @@ def check_sampled_tasks(family: TaskFamily, seed: int) -> None:
                 raise UserError(f"task.family {name}: sample_task's '{key}' is {task[key].shape} in one task and "
                                 f"{first[key].shape} in another; expected every task of a split alike (they are "
                                 "stacked)")
+
+
+def _check_fits(task_bytes: int, tasks: int, memory_bytes: int, how: str) -> None:
+    """One task's data, and a call's `tasks` tasks, against the machine's memory: the data
+    alone (the model's activations come on top), so a refusal is certain, not a guess."""
+    def size(n: float) -> str:
+        unit = max((u for u in range(5) if n >= 1024**u), default=0)
+        return f"{n / 1024**unit:.3g} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[unit]}"
+
+    if task_bytes > memory_bytes:
+        raise UserError(f"task: one task holds {size(task_bytes)} of data ({how}), more than this machine's "
+                        f"{size(memory_bytes)} of memory; lower the task's sizes (task.k_support, task.k_query, ...)")
+    if task_bytes * tasks > memory_bytes:
+        raise UserError(f"meta_batch_size: a shard of {tasks} tasks holds {size(task_bytes * tasks)} of task data "
+                        f"({size(task_bytes)} a task, {how}), more than this machine's {size(memory_bytes)} of "
+                        "memory; lower meta_batch_size or raise runtime.shards")
 
 
 def _check_task(name: str, family: TaskFamily, task) -> None:

@@ -37,6 +37,10 @@ class Sinusoid(TaskFamily):
     def output_dim(self) -> int:
         return 1
 
+    @property
+    def examples_per_task(self) -> int:
+        return self.k_support + self.k_query
+
     def sample_task(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         amplitude = rng.uniform(0.1, 5.0)
         phase = rng.uniform(0.0, np.pi)

@@ -56,6 +56,11 @@ ARGS = [
      "model: cannot be built here ("),
     (["train", "sinusoid-maml", "--address", "127.0.0.1:1"], "--address: cannot reach a Ray cluster at 127.0.0.1:1"),
     (["tune", "sinusoid_maml_asha", "--out", ""], "--out: got an empty path"),
+    # Sizes past any machine's memory: refused from the config before a task is drawn, and from
+    # the first drawn tasks (the preset's 2 workers never start).
+    (["train", "sinusoid-maml", "--set", "task.k_support=1000000000000"], "task: one task holds 7.28 TiB of data (estimated)"),
+    (["train", "sinusoid-maml", "--set", "meta_batch_size=100000000000"],
+     "meta_batch_size: a shard of 50000000000 tasks holds 7.28 TiB of task data (160 B a task, estimated)"),
     # Before Ray starts (the preset has 2 workers): it used to come after the workers were up.
     (["train", "sinusoid-maml", "--out", "/dev/null/run"], "--out: /dev/null is not a folder; cannot make"),
     (["tune", "sinusoid_maml_asha", "--out", "/dev/null/search"], "--out: /dev/null is not a folder; cannot make"),
@@ -137,3 +142,26 @@ def test_a_full_disk_stops_the_run_in_one_line_and_its_checkpoints_resume(small_
     assert resumed.returncode == 0, resumed.stderr
     lines = [json.loads(x) for x in Path(copy / "metrics.jsonl").read_text().splitlines()]
     assert [x["iteration"] for x in lines] == list(range(1, newest + 3))
+
+
+def test_a_search_folder_in_use_is_refused_before_ray_starts(tmp_path):
+    """Two searches on one --out would mix their trials' state: the second is one line naming
+    the holder; nothing is written."""
+    import socket
+    import sys
+
+    folder = tmp_path / "search"
+    folder.mkdir()
+    hold = ("import sys, time; from pathlib import Path; from distmeta.fileio import take_lock; "
+            "lock = take_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = cli("tune", "sinusoid_maml_asha", "--out", folder)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert one_error_line(result) == (f"error: --out: {folder} is in use by another distmeta process (pid "
+                                      f"{holder.pid} on {socket.gethostname()}); let it end or choose another --out")
+    assert [p.name for p in folder.iterdir()] == [".lock"]

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 
@@ -373,19 +374,20 @@ def test_one_run_writes_a_folder_at_a_time(tmp_path, sine_config):
     with MetaLearner(config, out_dir=tmp_path) as first:
         first.train(stop=lambda: first.iteration == 2)
         before = (tmp_path / "metrics.jsonl").read_bytes()
-        with pytest.raises(UserError, match=rf"^--out: {tmp_path} is in use by another MetaLearner of this "
-                                            r"process; close it"):
+        with pytest.raises(UserError, match=rf"^--out: {tmp_path} is in use by another run or search of "
+                                            r"this process; close it"):
             MetaLearner(config, out_dir=tmp_path, resume=True)
         with pytest.raises(UserError, match=rf"^--out: {tmp_path} already holds a run"):
             MetaLearner(config, out_dir=tmp_path)
         assert (tmp_path / "metrics.jsonl").read_bytes() == before
-    hold = ("import sys, time; from pathlib import Path; from distmeta.runtime.rundir import _take_lock; "
-            "lock = _take_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    hold = ("import sys, time; from pathlib import Path; from distmeta.fileio import take_lock; "
+            "lock = take_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(UserError, match=rf"^--out: {tmp_path} is in use by another distmeta run "
-                                            rf"\(pid {holder.pid}\); let it end or choose another --out$"):
+        with pytest.raises(UserError, match=rf"^--out: {tmp_path} is in use by another distmeta process "
+                                            rf"\(pid {holder.pid} on {socket.gethostname()}\); let it end or "
+                                            r"choose another --out$"):
             MetaLearner(config, out_dir=tmp_path, resume=True)
     finally:
         holder.kill()
