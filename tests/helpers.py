@@ -59,6 +59,14 @@ def train(config: Config, out_dir=None) -> dict:
         return {k: v.detach().clone() for k, v in learner.meta.items()}
 
 
+def local_ray_address() -> str:
+    """The address of this process's Ray (the shared local one), for a console script to
+    join with `--address` instead of starting a Ray of its own."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 def in_process(config: Config) -> Config:
     """`config` run in this process on its own shards (`runtime.shards`): it ends with the
     bits of a fault-free run on its workers, and no worker has to start."""

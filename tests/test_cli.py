@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import DISTMETA, cli, one_error_line, run
+from helpers import DISTMETA, cli, local_ray_address, one_error_line, run
 
 
 def ok(*args):
@@ -322,11 +322,12 @@ def test_saved_policy_acts_within_the_action_bounds_and_damage_is_one_error(nav2
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "workers"), [
     ("SIGINT", 0), pytest.param("SIGTERM", 1, marks=pytest.mark.ray)])
-def test_a_signal_stops_after_the_iteration_with_a_checkpoint_and_resume_is_exact(tmp_path, name, workers):
+def test_a_signal_stops_after_the_iteration_with_a_checkpoint_and_resume_is_exact(request, tmp_path, name, workers):
     """Ctrl-C or SIGTERM long before the next scheduled checkpoint: the run stops after the
     iteration in progress with a checkpoint there (exit 128 + the signal), and `--resume`
-    ends where an uninterrupted run ends. With a Ray worker, Ray's own SIGTERM handler does
-    not take over."""
+    ends where an uninterrupted run ends. With a Ray worker (on this process's Ray, joined
+    with --address: `ray.init` sets its SIGTERM handler either way), Ray's own SIGTERM
+    handler does not take over."""
     import signal
     import subprocess
     import time
@@ -340,7 +341,8 @@ def test_a_signal_stops_after_the_iteration_with_a_checkpoint_and_resume_is_exac
                 "--set", "checkpoint_every=100000", "--set", "meta_batch_size=10"]
 
     out = tmp_path / "run"
-    proc = subprocess.Popen([DISTMETA, "train", "sinusoid-maml", *sets(100000, workers), "--out", str(out)],
+    address = ["--address", local_ray_address()] if workers and request.getfixturevalue("ray_local") else []
+    proc = subprocess.Popen([DISTMETA, "train", "sinusoid-maml", *sets(100000, workers), *address, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 120

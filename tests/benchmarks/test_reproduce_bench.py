@@ -1,5 +1,6 @@
 """benchmarks/reproduce.py: a row trained in parts, evaluated on its published settings."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,19 +12,36 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "reproduce.py"
 
 
 def reproduce(*args):
+    """The script as typed, in a process of its own."""
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
                           timeout=300, check=False)
 
 
-def test_a_row_trains_in_parts_and_scores_every_published_setting(tmp_path, omniglot_dir):
+def reproduce_here(capsys, *args) -> tuple[int, str]:
+    """The script's `main(args)` in this process (no interpreter, torch and Ray to start
+    again): its exit code and stderr."""
+    module = sys.modules.get("reproduce_script")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("reproduce_script", SCRIPT)
+        module = sys.modules["reproduce_script"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    try:
+        code = module.main([str(a) for a in args])
+    except SystemExit as exc:  # what the interpreter would print and exit with
+        code = exc.code if isinstance(exc.code, int) else 1
+        print(exc.code, file=sys.stderr)
+    return code, capsys.readouterr().err
+
+
+def test_a_row_trains_in_parts_and_scores_every_published_setting(tmp_path, omniglot_dir, capsys):
     small = ["--set", f"task.data_dir={omniglot_dir}", "--set", "model.channels=8", "--set", "task.n_way=10",
              "--eval-tasks", "4", "--root", tmp_path]
-    first = reproduce("protonet-1shot", "--set", "iterations=2", *small)
-    assert first.returncode == 0, first.stderr[-2000:]
-    again = reproduce("protonet-1shot", "--set", "iterations=2", *small)
-    assert again.returncode == 1 and "holds a run already; continue it with --resume" in again.stderr
-    second = reproduce("protonet-1shot", "--set", "iterations=3", "--resume", *small)
-    assert second.returncode == 0, second.stderr[-2000:]
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--set", "iterations=2", *small)
+    assert code == 0, stderr[-2000:]
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--set", "iterations=2", *small)
+    assert code == 1 and "holds a run already; continue it with --resume" in stderr
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--set", "iterations=3", "--resume", *small)
+    assert code == 0, stderr[-2000:]
     record = json.loads((tmp_path / "protonet-1shot" / "reproduce.json").read_text())
     assert [p["iterations"] for p in record["parts"]] == [[0, 2], [2, 3]]
     assert [(r["setting"], r["iteration"], r["tasks"]) for r in record["results"]] == [

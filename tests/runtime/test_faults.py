@@ -64,7 +64,7 @@ def test_a_straggler_past_the_timeout_is_replaced_and_its_shard_rerun(ray_local,
 def test_the_automatic_timeout_waits_for_the_first_shards_then_scales_with_them(ray_local):
     from distmeta.runtime.pool import AUTO_TIMEOUT_FLOOR_S
 
-    with MetaLearner(observable_config(iterations=2, delay_s=0.05)) as learner:
+    with MetaLearner(observable_config(iterations=2, workers=1, delay_s=0.05)) as learner:
         assert learner.executor.straggler_limit("meta_grad") == float("inf")
         learner.train()
         assert learner.executor.straggler_limit("meta_grad") == AUTO_TIMEOUT_FLOOR_S
@@ -77,7 +77,7 @@ def test_a_shard_that_kills_every_worker_ends_the_run_after_max_attempts(ray_loc
     if transport == "ray":  # parameters through Ray's store, as a large model's are: Ray's actor calls
         monkeypatch.setattr(pool, "INLINE_PARAMS_BYTES", 0)
     loss = {"channel": "ChannelClosedError", "ray": "ActorDiedError"}[transport]
-    config = observable_config(crash=True, runtime={"max_shard_attempts": 2})
+    config = observable_config(workers=1, crash=True, runtime={"max_shard_attempts": 2})
     with pytest.raises(WorkerLostError, match=r"^shard \d of iteration 1: lost its worker 2 times "
                                               rf"\(last: lost \({loss}"):
         train(config)
@@ -86,7 +86,7 @@ def test_a_shard_that_kills_every_worker_ends_the_run_after_max_attempts(ray_loc
 def test_a_worker_that_cannot_start_is_one_error(ray_local):
     with pytest.raises(WorkerLostError, match=r"^worker: could not start \(FileNotFoundError: "
                                               r"/data/sine is missing on this node\)"):
-        train(observable_config(fail_to_start=True))
+        train(observable_config(workers=1, fail_to_start=True))
 
 
 def test_a_resampled_rl_shard_equals_the_cached_one():
