@@ -107,7 +107,13 @@ def test_a_diverged_trial_ends_with_one_line_and_the_search_goes_on(ray_local, t
     assert by_lr[0.01]["status"] == "done" and by_lr[1e30]["status"] == "diverged"
     assert by_lr[1e30]["error"].startswith("meta-gradient: not finite at iteration 1")
     assert f"error: {by_lr[1e30]['error']}" in proc.stdout  # under the trial in the table
-    assert "Traceback" not in proc.stderr
+    # Not a traceback but the trial's warning line (which Ray forwards when it gets to it).
+    # Tune removes a finished trial's placement group before its process has exited, so
+    # Ray's raylet ends the process with SIGTERM; should Ray's handler raise its SystemExit
+    # inside a weakref callback, Python prints that as an ignored exception: the only
+    # traceback allowed here.
+    assert "DivergedError" not in proc.stderr
+    assert proc.stderr.count("Traceback") == proc.stderr.count("in sigterm_handler"), proc.stderr
 
 
 @pytest.mark.tune
