@@ -21,7 +21,11 @@ class ShardRunner(Protocol):
     Tasks are named by their indices, not shipped: a runner samples task `i` of iteration
     `t` from `train_task_rng(seed, t, i)`, so a shard gives the same result on any worker
     (and a shard re-run after a fault gives the same bits). Parameters travel as one flat
-    float32 vector in `layout` order. Built as `runner_class(experiment, threads)`."""
+    float32 vector in `layout` order. Built as `runner_class(experiment, threads)`.
+
+    A runner may also have `idle()`: work done between calls, which the direct channel
+    runs after each reply (the supervised runner samples its next shard's tasks there);
+    it must not change any call's result."""
 
     layout: FlatLayout
 

@@ -3,6 +3,7 @@ classification episodes) and computes their summed meta-gradient."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -30,11 +31,14 @@ class SupervisedShardRunner(RunnerBase):
         self.layout = FlatLayout(self.algorithm.init(dict(model.named_parameters()), config.algorithm))
         batching = config.runtime.task_batching
         self.batching = cast("Batching", model.preferred_batching) if batching == "auto" else batching
+        # The channel's thread runs `idle`; a call through Ray runs on the actor's own thread.
+        self._tasks_lock = threading.Lock()
+        self._last_shard: tuple[int, tuple[int, ...]] | None = None
+        self._prefetched: tuple[tuple[int, tuple[int, ...]], dict[str, torch.Tensor]] | None = None
 
     def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int],
                   sampling_meta: np.ndarray | None = None) -> tuple[np.ndarray, int, dict[str, float]]:
-        seed = self.config.seed
-        tasks = self.family.sample([train_task_rng(seed, iteration, i) for i in indices], "train")
+        tasks = self._train_tasks(iteration, tuple(indices))
         grads, metrics = shard_meta_grad(
             self.algorithm, self.layout.from_numpy(meta, self.device), self.buffers, self._to_device(tasks),
             self.problem, self.config.algorithm, self.batching,
@@ -44,6 +48,32 @@ class SupervisedShardRunner(RunnerBase):
             len(indices),
             {k: float(v) for k, v in metrics.items()},
         )
+
+    def idle(self) -> None:
+        """Sample the tasks of the call that most likely comes next, the same shard of the
+        next iteration, while the learner takes its outer step (the direct channel calls
+        this after each reply). Tasks are a function of their place alone, so a call
+        served from here gets the same bits; any other call samples its own."""
+        with self._tasks_lock:
+            if self._last_shard is None:
+                return
+            iteration, indices = self._last_shard
+            self._last_shard = None
+            try:
+                self._prefetched = ((iteration + 1, indices), self._sample_train(iteration + 1, indices))
+            except Exception:  # noqa: BLE001 - the call itself samples again and raises it there
+                self._prefetched = None
+
+    def _train_tasks(self, iteration: int, indices: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        with self._tasks_lock:
+            prefetched, self._prefetched = self._prefetched, None
+            self._last_shard = (iteration, indices)
+        if prefetched is not None and prefetched[0] == (iteration, indices):
+            return prefetched[1]
+        return self._sample_train(iteration, indices)
+
+    def _sample_train(self, iteration: int, indices: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        return self.family.sample([train_task_rng(self.config.seed, iteration, i) for i in indices], "train")
 
     def evaluate(self, meta: np.ndarray, split: str, indices: Sequence[int], steps: int,
                  seed: int) -> dict[str, np.ndarray]:

@@ -6,7 +6,8 @@ step; this channel costs about 0.14 ms (benchmarks/call_latency.py). It is a `mu
 thread in the worker serves, one call at a time, after a challenge with a key only the
 learner and the worker hold (whoever fails it is dropped before anything is unpickled).
 Ray still places, starts, kills and replaces the workers; the pool sends a call here when
-its arguments are plain values (see `WorkerPool.share`).
+its arguments are plain values (see `WorkerPool.share`). After each reply the thread runs
+the runner's `idle()`, if it has one, while the learner takes its outer step.
 
 A worker whose process ends closes its end: the call in flight is lost
 (`ChannelClosedError`) and the pool re-runs it elsewhere, as for a Ray call. An exception
@@ -61,6 +62,8 @@ def _answer(runner, listener: Listener) -> None:
                 break
             except UNREACHABLE:
                 continue
+    # Work the runner can do before the next call arrives (e.g. sample its tasks).
+    idle = getattr(runner, "idle", None)
     with conn:
         while True:
             try:
@@ -78,6 +81,8 @@ def _answer(runner, listener: Listener) -> None:
                 return
             except Exception:  # noqa: BLE001 - the exception or the value cannot be pickled: its text
                 conn.send((seq, "error", None, traceback.format_exc() if reply[1] == "ok" else reply[3]))
+            if idle is not None:
+                idle()
 
 
 class Channel:

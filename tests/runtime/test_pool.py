@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from multiprocessing.connection import AuthenticationError, Client
 from pathlib import Path
 
@@ -60,6 +61,26 @@ def test_a_channel_serves_only_the_holder_of_its_key(ray_local):
         direct.close()
     finally:
         ray.kill(actor)
+
+
+def test_a_worker_samples_its_next_shard_while_the_learner_steps(ray_local, tmp_path):
+    # Each sample on a worker leaves a marker: N steps on one worker sample N + 1 shards
+    # (the first call's own, then one ahead after each reply), not 2N, and give the bits
+    # of the run in-process.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    config = observable_config(iterations=3, workers=1, marker_dir=str(markers))
+    reference = train(in_process(observable_config(iterations=3, workers=1)))
+    with MetaLearner(config) as learner:
+        learner.train()
+        pid = learner.executor.whereabouts()[0][1]
+        deadline = time.monotonic() + 30
+        while len(list(markers.glob(f"started-{pid}-*"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a fifth sample, were there one, would show by now
+        assert len(list(markers.glob(f"started-{pid}-*"))) == 4
+        for k, v in reference.items():
+            assert torch.equal(learner.meta[k], v), k
 
 
 def test_a_worker_out_of_reach_of_its_channel_takes_rays_calls(ray_local, tmp_path, monkeypatch):
