@@ -56,6 +56,19 @@ def test_a_row_trains_in_parts_and_scores_every_published_setting(tmp_path, omni
     assert "| 3 / 3 |" in table and "not run" in table  # the other rows
 
 
+def test_a_regression_row_scores_the_mse(tmp_path, capsys):
+    code, stderr = reproduce_here(capsys, "maml-sine-k5", "--set", "iterations=3", "--set", "num_workers=0",
+                                  "--eval-tasks", "5", "--root", tmp_path)
+    assert code == 0, stderr[-2000:]
+    record = json.loads((tmp_path / "maml-sine-k5" / "reproduce.json").read_text())
+    [result] = record["results"]
+    assert (result["setting"], result["metric"], result["tasks"]) == ("Sinusoid K=5, MSE after 1 step", "loss", 5)
+    assert result["mean"] > 0 and result["ci95"] > 0
+    assert record["config"]["train"][:1] == ["iterations=70000"]  # the row's, before --set
+    table = reproduce("--table", "--root", tmp_path).stdout
+    assert f"| MSE {result['mean']:.3f} ± {result['ci95']:.3f} (5) | 3 / 3 |" in table
+
+
 def test_an_unknown_row_is_one_error_line():
     proc = reproduce("protonets")
     assert proc.returncode == 2
