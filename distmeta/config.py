@@ -57,6 +57,14 @@ class ModelConfig:
     max-pooling; Snell et al.'s and Vinyals et al.'s Conv4) or `strided` (a stride-2
     convolution with TensorFlow's SAME padding and no pooling, the last block's positions
     averaged: MAML's Omniglot model in Finn et al.'s code)."""
+    batch_norm: Literal["batch", "population"] = "batch"
+    """Conv4's BatchNorm at test time. `batch`: every forward normalises with its own
+    batch's statistics, at test too, so a test episode's queries are normalised together
+    (transductive; MAML's choice and most libraries'). `population`: training as `batch`;
+    evaluation, validation and `distmeta adapt` normalise with fixed statistics, each
+    BatchNorm's batch statistics averaged over 100 training-split episodes at the evaluated
+    meta-parameters (non-transductive, as Snell et al.'s ProtoNets, whose running averages
+    estimate the same quantity during training)."""
 
     def __post_init__(self):
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):

@@ -75,6 +75,15 @@ class Experiment:
         out = self.family.output_dim if self.algorithm.needs_head else None
         return make_model(self.config.model, tuple(self.family.input_shape), out)
 
+    def test_network(self) -> nn.Module:
+        """The module test-time adaptation and prediction use: `network()`'s, or with
+        `model.batch_norm: population` the same layers in eval mode, whose BatchNorms take
+        population statistics as buffers (same parameter names)."""
+        if self.config.model.batch_norm != "population":
+            return self.network()
+        out = self.family.output_dim if self.algorithm.needs_head else None
+        return make_model(self.config.model, tuple(self.family.input_shape), out, population_stats=True).eval()
+
     def initial_meta_params(self) -> dict[str, torch.Tensor]:
         """Meta-parameters at iteration 0: a function of the seed alone (the caller's global
         torch RNG is left as it was)."""
@@ -106,6 +115,9 @@ def build_experiment(config: Config) -> Experiment:
                 f"model.name: got {config.model.name} for a meta-RL family; expected auto or mlp "
                 "(an MLP policy)"
             )
+        if config.model.batch_norm != "batch":
+            raise ConfigError("model.batch_norm: population is for Conv4's BatchNorm; a meta-RL "
+                              "policy has none: remove it")
         return Experiment(config, family, ALGORITHMS[name], RLShardRunner)
     if config.rl != RLConfig():
         changed = next(f.name for f in dataclasses.fields(RLConfig)

@@ -43,6 +43,9 @@ class Conv4(nn.Module):
 
     BatchNorm uses the statistics of the batch it sees (no running averages), as in MAML:
     there are no buffers to carry between tasks and evaluation sees the same normalisation.
+    With `model.batch_norm: population` evaluation uses a copy built with
+    `population_stats=True` in eval mode, given fixed statistics as buffers (the shard
+    runner's `test_buffers`); training is the same either way.
     Its scale and shift are ordinary parameters, which the inner loop adapts. Pooling before
     the ReLU gives the same outputs and gradients as the usual order (ReLU is monotone) on a
     quarter of the elements.
@@ -56,8 +59,10 @@ class Conv4(nn.Module):
     preferred_batching = "loop"
 
     def __init__(self, in_channels: int, image_size: int, channels: int, out_features: int | None,
-                 downsample: str = "maxpool"):
+                 downsample: str = "maxpool", population_stats: bool = False):
         super().__init__()
+        # With `population_stats` (the test-time model of `model.batch_norm: population`,
+        # used in eval mode) each BatchNorm normalises with statistics given as buffers.
         blocks: list[nn.Module] = []
         c, size = in_channels, image_size
         for _ in range(4):
@@ -66,11 +71,11 @@ class Conv4(nn.Module):
                 pad = max((out - 1) * 2 + 3 - size, 0)
                 blocks += [nn.ZeroPad2d((pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)),
                            nn.Conv2d(c, channels, 3, stride=2),
-                           nn.BatchNorm2d(channels, track_running_stats=False), nn.ReLU()]
+                           nn.BatchNorm2d(channels, track_running_stats=population_stats), nn.ReLU()]
             else:
                 out = size // 2
                 blocks += [nn.Conv2d(c, channels, 3, padding=1),
-                           nn.BatchNorm2d(channels, track_running_stats=False), nn.MaxPool2d(2), nn.ReLU()]
+                           nn.BatchNorm2d(channels, track_running_stats=population_stats), nn.MaxPool2d(2), nn.ReLU()]
             c, size = channels, out
         if downsample == "strided":
             blocks.append(nn.AdaptiveAvgPool2d(1))
@@ -84,8 +89,11 @@ class Conv4(nn.Module):
         return self.head(z) if self.head is not None else z
 
 
-def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
-    """The model for a task family's input shape; `out_features=None` for an embedding."""
+def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int | None,
+               population_stats: bool = False) -> nn.Module:
+    """The model for a task family's input shape; `out_features=None` for an embedding.
+    `population_stats`: Conv4's BatchNorms hold statistics as buffers, to be used in eval
+    mode (`model.batch_norm: population` at test time)."""
     name = cfg.name
     if name == "auto":
         name = "conv4" if len(input_shape) == 3 else "mlp"
@@ -99,5 +107,8 @@ def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int
                 f"model.name: conv4 needs square images of at least 16 x 16 (four 2x poolings); "
                 f"the task gives {input_shape[1]} x {input_shape[2]}"
             )
-        return Conv4(input_shape[0], input_shape[1], cfg.channels, out_features, cfg.downsample)
+        return Conv4(input_shape[0], input_shape[1], cfg.channels, out_features, cfg.downsample, population_stats)
+    if cfg.batch_norm == "population":
+        raise ConfigError("model.batch_norm: population needs a model with BatchNorm (conv4); "
+                          "the model is an MLP: set model.batch_norm=batch")
     return MLP(math.prod(input_shape), cfg.hidden_sizes, out_features)

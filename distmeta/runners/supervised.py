@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from distmeta.experiment import Experiment
 
 
+# Training-split episodes whose BatchNorm statistics `model.batch_norm: population` averages.
+POPULATION_EPISODES = 100
+
+
 class SupervisedShardRunner(RunnerBase):
     """Adapts to shards of supervised tasks on one device (a `ShardRunner`)."""
 
@@ -28,6 +32,12 @@ class SupervisedShardRunner(RunnerBase):
         model = experiment.network().to(self.device)
         self.problem = Problem(model, family.loss, family.scores, family.output_dim)
         self.buffers = {k: b.to(self.device) for k, b in model.named_buffers()}
+        # Test-time adaptation and prediction (`model.batch_norm: population`: fixed statistics).
+        self.test_problem = self.problem
+        if config.model.batch_norm == "population":
+            self.test_problem = Problem(experiment.test_network().to(self.device), family.loss, family.scores,
+                                        family.output_dim)
+        self._population: tuple[np.ndarray, dict[str, torch.Tensor]] | None = None
         self.layout = FlatLayout(self.algorithm.init(dict(model.named_parameters()), config.algorithm))
         batching = config.runtime.task_batching
         self.batching = cast("Batching", model.preferred_batching) if batching == "auto" else batching
@@ -79,10 +89,55 @@ class SupervisedShardRunner(RunnerBase):
                  seed: int) -> dict[str, np.ndarray]:
         tasks = self.family.sample([eval_task_rng(seed, split, i) for i in indices], split)
         metrics = evaluate_shard(
-            self.algorithm, self.layout.from_numpy(meta, self.device), self.buffers, self._to_device(tasks),
-            self.problem, self.config.algorithm, steps, self.batching,
+            self.algorithm, self.layout.from_numpy(meta, self.device), self.test_buffers(meta),
+            self._to_device(tasks), self.test_problem, self.config.algorithm, steps, self.batching,
         )
         return {k: v.cpu().numpy() for k, v in metrics.items()}
+
+    def test_buffers(self, meta: np.ndarray) -> dict[str, torch.Tensor]:
+        """The buffers of `test_problem` at the flat meta-parameters `meta`: the training
+        ones, or with `model.batch_norm: population` each BatchNorm's batch statistics
+        averaged over POPULATION_EPISODES training-split episodes (the batches the
+        algorithm's prediction forms at the meta-parameters; evaluation's own task
+        stream, so every worker finds the same bits). Kept for the last `meta`."""
+        if self.test_problem is self.problem:
+            return self.buffers
+        if self._population is None or not np.array_equal(self._population[0], meta):
+            self._population = (meta.copy(), self._population_stats(self.layout.from_numpy(meta, self.device)))
+        return self._population[1]
+
+    def _population_stats(self, meta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        norms = {name: m for name, m in self.problem.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+        sums: dict[str, list] = {}  # per BatchNorm: [sum of batch means, of batch variances, batches]
+
+        def record(name):
+            def hook(module, inputs, output):
+                x = inputs[0]
+                got = sums.setdefault(name, [0.0, 0.0, 0])
+                got[0] = got[0] + x.mean((0, 2, 3))
+                got[1] = got[1] + x.var((0, 2, 3), unbiased=True)  # what BatchNorm's running average takes
+                got[2] += 1
+            return hook
+
+        hooks = [m.register_forward_hook(record(name)) for name, m in norms.items()]
+        params = self.algorithm.model_params(meta)
+        try:
+            with torch.no_grad():
+                for first in range(0, POPULATION_EPISODES, 10):
+                    rngs = [eval_task_rng(self.config.seed, "train", i) for i in range(first, first + 10)]
+                    tasks = self._to_device(self.family.sample(rngs, "train"))
+                    for i in range(len(rngs)):
+                        support = (tasks["support_x"][i], tasks["support_y"][i])
+                        self.algorithm.predict(params, self.buffers, support, tasks["query_x"][i], self.problem)
+        finally:
+            for h in hooks:
+                h.remove()
+        out: dict[str, torch.Tensor] = {}
+        for name, (mean, var, batches) in sums.items():
+            out[f"{name}.running_mean"] = mean / batches
+            out[f"{name}.running_var"] = var / batches
+            out[f"{name}.num_batches_tracked"] = torch.tensor(batches, device=self.device)
+        return out
 
     def _to_device(self, tasks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tasks.items()}

@@ -21,11 +21,11 @@ from distmeta.runtime.evaluate import load_run
 
 class AdaptedModel:
     """A model adapted to one support set. `predict` scores new inputs; Conv4's BatchNorm
-    normalises with the batch it is given, so pass a task's queries together, as in
-    evaluation."""
+    normalises with the batch it is given (pass a task's queries together, as in
+    evaluation) unless the run has `model.batch_norm: population`."""
 
-    def __init__(self, runner: SupervisedShardRunner, params: dict, support: tuple, steps: int):
-        self._runner, self._params, self._support, self.steps = runner, params, support, steps
+    def __init__(self, runner: SupervisedShardRunner, params: dict, buffers: dict, support: tuple, steps: int):
+        self._runner, self._params, self._buffers, self._support, self.steps = runner, params, buffers, support, steps
         self.input_shape = tuple(runner.family.input_shape)
 
     def predict(self, x) -> np.ndarray:
@@ -34,8 +34,8 @@ class AdaptedModel:
         query = _inputs(x, self.input_shape, "query")
         runner = self._runner
         with torch.no_grad():
-            out = runner.algorithm.predict(self._params, runner.buffers, self._support,
-                                           query.to(runner.device), runner.problem)
+            out = runner.algorithm.predict(self._params, self._buffers, self._support,
+                                           query.to(runner.device), runner.test_problem)
         return out.cpu().numpy()
 
 
@@ -58,8 +58,9 @@ def adapt_model(checkpoint: str | Path, support_x, support_y, steps: int | None 
     steps = config.algorithm.steps_for_eval if steps is None else steps
     support = (x.to(runner.device), y.to(runner.device))
     meta = {k: v.detach().to(runner.device) for k, v in state["meta_params"].items()}
-    adapted = runner.algorithm.adapt(meta, runner.buffers, support, runner.problem, config.algorithm, steps)
-    return AdaptedModel(runner, {k: v.detach() for k, v in adapted.items()}, support, steps)
+    buffers = runner.test_buffers(runner.layout.flatten(meta).cpu().numpy())
+    adapted = runner.algorithm.adapt(meta, buffers, support, runner.test_problem, config.algorithm, steps)
+    return AdaptedModel(runner, {k: v.detach() for k, v in adapted.items()}, buffers, support, steps)
 
 
 def _inputs(x, shape: tuple, what: str) -> torch.Tensor:

@@ -1,10 +1,18 @@
-"""The supervised shard runner's task prefetch: a call served from tasks sampled ahead
-gives the bits of one that samples its own."""
+"""The supervised shard runner: its task prefetch (a call served from tasks sampled ahead
+gives the bits of one that samples its own) and its test-time BatchNorm statistics
+(`model.batch_norm: population`)."""
 
 import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 from helpers import observable_config, sine_config
 
+from distmeta.errors import ConfigError
 from distmeta.experiment import build_experiment
+from distmeta.loading import load_config
+from distmeta.runners.supervised import POPULATION_EPISODES
+from distmeta.tasks import eval_task_rng
 
 
 def _runner_and_meta():
@@ -56,3 +64,77 @@ def test_a_family_error_while_prefetching_is_dropped_and_the_call_samples_again(
     assert runner._prefetched is None and (tmp_path / "failed").exists()
     fresh = build_experiment(observable_config(workers=0)).make_runner()
     _same(runner.meta_grad(meta, 1, [0, 1]), fresh.meta_grad(meta, 1, [0, 1]))
+
+
+# -- model.batch_norm: population -----------------------------------------------------
+
+
+def _protonet(omniglot_dir, batch_norm):
+    config = load_config("omniglot-protonet", [f"task.data_dir={omniglot_dir}", "model.channels=8", "task.n_way=5",
+                                               "task.q_query=3", f"model.batch_norm={batch_norm}"])
+    experiment = build_experiment(config)
+    runner = experiment.make_runner()
+    meta = experiment.initial_meta_params()
+    return experiment, runner, meta, runner.layout.flatten(meta).numpy()
+
+
+@pytest.mark.parametrize("batch_norm", ["batch", "population"])
+def test_with_population_statistics_a_query_is_scored_on_its_own(omniglot_dir, batch_norm):
+    experiment, runner, meta, flat = _protonet(omniglot_dir, batch_norm)
+    task = experiment.family.sample([eval_task_rng(0, "test", 0)], "test")
+    support = (task["support_x"][0], task["support_y"][0])
+    queries = task["query_x"][0]
+
+    def scores(x):
+        return runner.algorithm.predict(meta, runner.test_buffers(flat), support, x, runner.test_problem)
+
+    with torch.no_grad():
+        alone, together = scores(queries[:1]), scores(queries)[:1]
+    if batch_norm == "population":  # non-transductive: the other queries change nothing
+        torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-5)
+    else:  # each batch is normalised with its own statistics
+        assert (alone - together).abs().max() > 1e-3
+
+
+def test_population_statistics_are_the_episodes_batch_statistics_averaged(omniglot_dir):
+    experiment, runner, meta, flat = _protonet(omniglot_dir, "population")
+    means, variances = [], []
+    for first in range(0, POPULATION_EPISODES, 10):  # the first conv layer's outputs, by hand
+        tasks = experiment.family.sample([eval_task_rng(0, "train", i) for i in range(first, first + 10)], "train")
+        for i in range(10):
+            x = torch.cat([tasks["support_x"][i], tasks["query_x"][i]])
+            h = F.conv2d(x, meta["body.0.weight"], meta["body.0.bias"], padding=1)
+            means.append(h.mean((0, 2, 3)))
+            variances.append(h.var((0, 2, 3)))
+    buffers = runner.test_buffers(flat)
+    torch.testing.assert_close(buffers["body.1.running_mean"], torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(buffers["body.1.running_var"], torch.stack(variances).mean(0), rtol=1e-4, atol=1e-5)
+    assert sorted(k for k in buffers if k.startswith("body.1.")) == [
+        "body.1.num_batches_tracked", "body.1.running_mean", "body.1.running_var"]
+    assert runner.test_buffers(flat) is buffers  # once per meta-parameters
+    assert runner.test_buffers(flat * 0.5) is not buffers
+
+
+def test_evaluation_with_population_statistics_runs_and_differs_from_batch_statistics(omniglot_dir):
+    scored = {}
+    for batch_norm in ("batch", "population"):
+        _, runner, _, flat = _protonet(omniglot_dir, batch_norm)
+        scored[batch_norm] = runner.evaluate(flat, "test", [0, 1, 2], 0, 0)
+    for name in ("post_accuracy", "post_loss"):
+        assert scored["population"][name].shape == (3,)
+    assert not np.allclose(scored["population"]["post_loss"], scored["batch"]["post_loss"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.batch_norm=running"], "model.batch_norm"),
+    (["task.family=sinusoid", "model.name=mlp", "model.batch_norm=population"],
+     "model.batch_norm: population needs a model with BatchNorm (conv4)"),
+])
+def test_batch_norm_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_experiment(load_config("sinusoid-maml", overrides))
+
+
+def test_a_meta_rl_policy_takes_no_batch_norm_option():
+    with pytest.raises(ConfigError, match="model.batch_norm: population is for Conv4's BatchNorm"):
+        build_experiment(load_config("nav2d-maml", ["model.batch_norm=population"]))
