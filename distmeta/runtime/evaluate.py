@@ -52,9 +52,10 @@ def t_quantile(p: float, df: float) -> float:
 
 
 # What evaluation may change in the run's config: where the data is, the episode shape
-# (ProtoNets take any n_way), how it runs, and the adaptation at test time (for meta-RL also
-# its sampling: rl.*).
-EVAL_OVERRIDABLE = ("task.", "runtime.", "rl.", "algorithm.eval_inner_steps=", "algorithm.inner_lr=")
+# (ProtoNets take any n_way), how it runs, and the adaptation and normalisation at test time
+# (for meta-RL also its sampling: rl.*).
+EVAL_OVERRIDABLE = ("task.", "runtime.", "rl.", "algorithm.eval_inner_steps=", "algorithm.inner_lr=",
+                    "model.batch_norm=")
 
 
 def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
@@ -65,7 +66,8 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     post-adaptation query loss (and accuracy for classification) as mean and ci95.
 
     `overrides` (`KEY=VALUE`) change the run's config for evaluation: `task.*` (e.g. the
-    data_dir on this machine), `runtime.*`, `algorithm.eval_inner_steps`, `algorithm.inner_lr`.
+    data_dir on this machine), `runtime.*`, `algorithm.eval_inner_steps`, `algorithm.inner_lr`,
+    `model.batch_norm` (training is the same either way).
     The tasks are drawn from `seed`, not the run's seed, so runs are scored on the same tasks.
     `on_progress(done, tasks)` hears as the tasks are scored."""
     check_count("--tasks", tasks, 1, MAX_TASKS)
@@ -105,7 +107,7 @@ def load_run(checkpoint: str | Path, overrides: Sequence[str] = ()) -> tuple[Pat
         if not item.startswith(EVAL_OVERRIDABLE):
             raise UserError(
                 f"--set: got '{item}'; evaluation may change only task.*, runtime.*, rl.*, "
-                "algorithm.eval_inner_steps and algorithm.inner_lr"
+                "algorithm.eval_inner_steps, algorithm.inner_lr and model.batch_norm"
             )
     state = load_checkpoint(path)
     experiment = build_experiment(Config.from_dict(apply_overrides(state["config"], list(overrides))))

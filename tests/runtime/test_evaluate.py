@@ -27,3 +27,21 @@ def test_summary_of_3_tasks_uses_t_with_2_degrees_of_freedom():
     assert summary["mean"] == pytest.approx(7 / 3)
     assert summary["ci95"] == pytest.approx(4.3027 * values.std(ddof=1) / np.sqrt(3), rel=1e-4)
     assert summarise(np.array([5.0]))["ci95"] is None
+
+
+def test_a_run_can_be_evaluated_with_either_batch_norm(tmp_path, omniglot_dir):
+    from distmeta.errors import UserError
+    from distmeta.loading import load_config
+    from distmeta.runtime import MetaLearner
+    from distmeta.runtime.evaluate import evaluate
+
+    config = load_config("omniglot-protonet", [f"task.data_dir={omniglot_dir}", "model.channels=8", "task.n_way=5",
+                                               "iterations=2", "checkpoint_every=2"])
+    assert config.model.batch_norm == "population"  # Snell's: the preset's
+    with MetaLearner(config, out_dir=tmp_path / "run") as learner:
+        learner.train()
+    scores = {bn: evaluate(tmp_path / "run", tasks=4, overrides=[f"model.batch_norm={bn}", "task.q_query=3"])
+              for bn in ("population", "batch")}
+    assert scores["population"]["post_adaptation"]["loss"] != scores["batch"]["post_adaptation"]["loss"]
+    with pytest.raises(UserError, match="algorithm.inner_lr and model.batch_norm"):
+        evaluate(tmp_path / "run", tasks=4, overrides=["model.channels=16"])
