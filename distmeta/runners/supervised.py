@@ -43,7 +43,8 @@ class SupervisedShardRunner(RunnerBase):
         self.batching = cast("Batching", model.preferred_batching) if batching == "auto" else batching
         # The channel's thread runs `idle`; a call through Ray runs on the actor's own thread.
         self._tasks_lock = threading.Lock()
-        self._last_shard: tuple[int, tuple[int, ...]] | None = None
+        self._iteration: int | None = None  # the newest training iteration served
+        self._ahead: tuple[int, tuple[int, ...]] | None = None  # what `idle` samples
         self._prefetched: tuple[tuple[int, tuple[int, ...]], dict[str, torch.Tensor]] | None = None
 
     def meta_grad(self, meta: np.ndarray, iteration: int, indices: Sequence[int],
@@ -60,24 +61,28 @@ class SupervisedShardRunner(RunnerBase):
         )
 
     def idle(self) -> None:
-        """Sample the tasks of the call that most likely comes next, the same shard of the
-        next iteration, while the learner takes its outer step (the direct channel calls
-        this after each reply). Tasks are a function of their place alone, so a call
+        """Sample ahead the tasks of the call most likely to come first next: the next
+        iteration's copy of the first shard this runner took in its newest iteration (the
+        pool sends call i to worker i each iteration). The direct channel runs this after
+        a reply when the learner has no other call queued for this worker, i.e. while the
+        learner takes its outer step. Tasks are a function of their place alone, so a call
         served from here gets the same bits; any other call samples its own."""
         with self._tasks_lock:
-            if self._last_shard is None:
+            ahead, self._ahead = self._ahead, None
+            if ahead is None:
                 return
-            iteration, indices = self._last_shard
-            self._last_shard = None
             try:
-                self._prefetched = ((iteration + 1, indices), self._sample_train(iteration + 1, indices))
+                self._prefetched = (ahead, self._sample_train(*ahead))
             except Exception:  # noqa: BLE001 - the call itself samples again and raises it there
                 self._prefetched = None
 
     def _train_tasks(self, iteration: int, indices: tuple[int, ...]) -> dict[str, torch.Tensor]:
         with self._tasks_lock:
-            prefetched, self._prefetched = self._prefetched, None
-            self._last_shard = (iteration, indices)
+            if iteration != self._iteration:
+                self._iteration, self._ahead = iteration, (iteration + 1, indices)
+            prefetched = self._prefetched
+            if prefetched is not None and prefetched[0][0] <= iteration:  # its iteration has come: used or stale
+                self._prefetched = None
         if prefetched is not None and prefetched[0] == (iteration, indices):
             return prefetched[1]
         return self._sample_train(iteration, indices)

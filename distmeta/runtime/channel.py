@@ -6,8 +6,9 @@ step; this channel costs about 0.14 ms (benchmarks/call_latency.py). It is a `mu
 thread in the worker serves, one call at a time, after a challenge with a key only the
 learner and the worker hold (whoever fails it is dropped before anything is unpickled).
 Ray still places, starts, kills and replaces the workers; the pool sends a call here when
-its arguments are plain values (see `WorkerPool.share`). After each reply the thread runs
-the runner's `idle()`, if it has one, while the learner takes its outer step.
+its arguments are plain values (see `WorkerPool.share`). After the reply to a call that
+the learner marks as the worker's last queued one, the thread runs the runner's `idle()`,
+if it has one, while the learner takes its outer step.
 
 A worker whose process ends closes its end: the call in flight is lost
 (`ChannelClosedError`) and the pool re-runs it elsewhere, as for a Ray call. An exception
@@ -67,7 +68,7 @@ def _answer(runner, listener: Listener) -> None:
     with conn:
         while True:
             try:
-                seq, method, args = conn.recv()
+                seq, method, args, idle_after = conn.recv()
             except (EOFError, OSError):
                 return
             reply: tuple
@@ -81,7 +82,7 @@ def _answer(runner, listener: Listener) -> None:
                 return
             except Exception:  # noqa: BLE001 - the exception or the value cannot be pickled: its text
                 conn.send((seq, "error", None, traceback.format_exc() if reply[1] == "ok" else reply[3]))
-            if idle is not None:
+            if idle_after and idle is not None:
                 idle()
 
 
@@ -104,11 +105,12 @@ class Channel:
     def fileno(self) -> int:
         return self._conn.fileno()
 
-    def send(self, method: str, args: tuple) -> int:
-        """Send a call; its number, which its reply carries."""
+    def send(self, method: str, args: tuple, idle_after: bool = False) -> int:
+        """Send a call; its number, which its reply carries. `idle_after`: no other call
+        is queued for this worker, so after replying it may work ahead (`idle`)."""
         self._sent += 1
         try:
-            self._conn.send((self._sent, method, args))
+            self._conn.send((self._sent, method, args, idle_after))
         except OSError:
             pass  # the worker is gone: `receive` finds the channel closed
         return self._sent

@@ -229,7 +229,8 @@ class WorkerPool:
             orphans = [i for i in queue if not self._slots[i % size].ready]
             index = (own or orphans or queue)[0]
             queue.remove(index)
-            key, call = slot.send(index, method, calls[index], keep_gradients)
+            last = not any(i % size == slot.index for i in queue)
+            key, call = slot.send(index, method, calls[index], keep_gradients, idle_after=last)
             running[key] = call
 
     def _lose(self, call: Call, why: str, method: str, context: str, queue: list[int],

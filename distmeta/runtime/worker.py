@@ -105,12 +105,14 @@ class Worker:
             return "worker_started", "started" + how
         return "worker_replaced", "replacement ready" + how
 
-    def send(self, index: int, method: str, args: tuple, keep_gradients: bool) -> tuple[object, Call]:
-        """Start call `index`; what to wait on (its channel or a Ray reference) and the call."""
+    def send(self, index: int, method: str, args: tuple, keep_gradients: bool,
+             idle_after: bool = False) -> tuple[object, Call]:
+        """Start call `index`; what to wait on (its channel or a Ray reference) and the call.
+        `idle_after`: no other call is queued for this worker (see `Channel.send`)."""
         self.busy = True
         now = time.monotonic()
         if self.channel is not None and not any(isinstance(a, ray.ObjectRef) for a in args):
-            return self.channel, Call(index, self, now, seq=self.channel.send(method, args))
+            return self.channel, Call(index, self, now, seq=self.channel.send(method, args, idle_after))
         if keep_gradients:  # (gradient, tasks, metric sums) as three objects
             grad, tasks, sums = getattr(self.actor, method).options(num_returns=3).remote(*args)
             return tasks, Call(index, self, now, fetch=(tasks, sums), stored=grad)

@@ -45,6 +45,17 @@ def test_a_call_for_another_shard_or_iteration_samples_its_own_tasks():
     _same(runner.meta_grad(meta, 9, [0, 1, 2]), fresh.meta_grad(meta, 9, [0, 1, 2]))
 
 
+def test_with_two_shards_in_an_iteration_the_first_is_sampled_ahead():
+    runner, meta = _runner_and_meta()
+    fresh, _ = _runner_and_meta()
+    runner.meta_grad(meta, 4, [0, 1])
+    runner.meta_grad(meta, 4, [4, 5])
+    runner.idle()
+    assert runner._prefetched[0] == (5, (0, 1))  # the call that comes first next iteration
+    _same(runner.meta_grad(meta, 5, [0, 1]), fresh.meta_grad(meta, 5, [0, 1]))
+    _same(runner.meta_grad(meta, 5, [4, 5]), fresh.meta_grad(meta, 5, [4, 5]))
+
+
 def test_idle_before_any_call_or_twice_samples_nothing():
     runner, meta = _runner_and_meta()
     runner.idle()
@@ -59,7 +70,7 @@ def test_a_family_error_while_prefetching_is_dropped_and_the_call_samples_again(
     config = observable_config(workers=0, marker_dir=str(tmp_path), fail_once=True)
     runner = build_experiment(config).make_runner()
     meta = runner.layout.flatten(build_experiment(config).initial_meta_params()).numpy()
-    runner._last_shard = (0, (0, 1))  # as after a call of iteration 0
+    runner._ahead = (1, (0, 1))  # as after a call of iteration 0
     runner.idle()  # the family's first sample raises here, and is dropped
     assert runner._prefetched is None and (tmp_path / "failed").exists()
     fresh = build_experiment(observable_config(workers=0)).make_runner()

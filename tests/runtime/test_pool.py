@@ -83,6 +83,31 @@ def test_a_worker_samples_its_next_shard_while_the_learner_steps(ray_local, tmp_
             assert torch.equal(learner.meta[k], v), k
 
 
+def test_a_worker_works_ahead_only_after_the_learners_last_queued_call_for_it(ray_local):
+    experiment = ship_user_code(build_experiment(observable_config()))
+    actor = ray.remote(experiment.runner_class).options(num_cpus=0.5).remote(ray.put(experiment), 1)
+    key = b"k" * 32
+
+    def prefetched():
+        return ray.get(actor.__ray_call__.remote(lambda runner: runner._prefetched and runner._prefetched[0]))
+
+    try:
+        direct = channel.Channel(ray.get(actor.__ray_call__.remote(channel.serve, key)), key)
+        flat = experiment.initial_meta_params()
+        meta = torch.cat([v.reshape(-1) for v in flat.values()]).numpy()
+        direct.receive(direct.send("meta_grad", (meta, 0, [0, 1]), idle_after=False))
+        time.sleep(0.5)  # time enough to sample ahead, were it asked to
+        assert prefetched() is None
+        direct.receive(direct.send("meta_grad", (meta, 0, [2, 3]), idle_after=True))
+        deadline = time.monotonic() + 30
+        while prefetched() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert prefetched() == (1, (0, 1))  # the iteration's first shard, one iteration on
+        direct.close()
+    finally:
+        ray.kill(actor)
+
+
 def test_a_worker_out_of_reach_of_its_channel_takes_rays_calls(ray_local, tmp_path, monkeypatch):
     def refused(address, authkey):  # a firewall between the nodes: nothing listens there
         with socket.socket() as probe:
