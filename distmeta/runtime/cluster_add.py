@@ -40,11 +40,13 @@ def _add_on_worker(_runner, *grads: np.ndarray) -> np.ndarray:
     return reduce.add_in_order(grads)
 
 
-def add_on_cluster(pool: WorkerPool, method: str, calls: Sequence[tuple], context: str) -> tuple[tuple, int]:
+def add_on_cluster(pool: WorkerPool, method: str, calls: Sequence[tuple], context: str,
+                   kind: str | None = None) -> tuple[tuple, int]:
     """`reduce.add_results` of the calls' results, the gradients added on the cluster; and
     how many calls were re-run."""
     where: dict[int, str] = {}  # the node that computed each shard's gradient
-    leaves, reissued = pool.run(method, calls, range(len(calls)), context, keep_gradients=True, where=where)
+    leaves, reissued = pool.run(method, calls, range(len(calls)), context, keep_gradients=True, where=where,
+                                kind=kind)
     attempts = 2 * pool.max_attempts  # a lost node may fail one attempt per worker on it, then its gradients
     for _ in range(attempts):
         partials, input_lost = [], False
@@ -67,7 +69,7 @@ def add_on_cluster(pool: WorkerPool, method: str, calls: Sequence[tuple], contex
             for i in lost:
                 pool.event("gradient_lost", None, f"shard {i} of {context}: the node holding its gradient is gone; "
                                                   "re-run")
-            again, more = pool.run(method, calls, lost, context, keep_gradients=True, where=where)
+            again, more = pool.run(method, calls, lost, context, keep_gradients=True, where=where, kind=kind)
             leaves.update(again)
             reissued += len(lost) + more
     raise WorkerLostError(f"{context}: its gradients could not be added in {attempts} attempts; "

@@ -33,12 +33,17 @@ class Executor(Protocol):
         """The parameter vector as every call of the next `map`s takes it (made once)."""
         ...
 
-    def map(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[list, int]:
+    def map(self, method: str, calls: Sequence[tuple], context: str = "", kind: str | None = None
+            ) -> tuple[list, int]:
         """`runner.method(*call)` for each call, results in call order, and how many calls
-        were re-run after losing their worker. `context` names the calls in messages."""
+        were re-run after losing their worker. `context` names the calls in messages;
+        `kind` (default `method`) groups calls that take alike times, for the automatic
+        straggler timeout (meta-RL's first outer step samples episodes, its later ones
+        reuse them)."""
         ...
 
-    def map_sum(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[tuple, int]:
+    def map_sum(self, method: str, calls: Sequence[tuple], context: str = "", kind: str | None = None
+                ) -> tuple[tuple, int]:
         """`reduce.add_results` of `map`'s results (each a shard's `(gradient, tasks,
         metric sums)`), added in the one order `reduce` defines, and the re-run count."""
         ...
@@ -58,10 +63,12 @@ class InProcess:
     def share(self, flat: np.ndarray) -> np.ndarray:
         return flat
 
-    def map(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[list, int]:
+    def map(self, method: str, calls: Sequence[tuple], context: str = "", kind: str | None = None
+            ) -> tuple[list, int]:
         return [getattr(self.runner, method)(*call) for call in calls], 0
 
-    def map_sum(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[tuple, int]:
+    def map_sum(self, method: str, calls: Sequence[tuple], context: str = "", kind: str | None = None
+                ) -> tuple[tuple, int]:
         return reduce.add_results(self.map(method, calls, context)[0]), 0
 
     def close(self) -> None:

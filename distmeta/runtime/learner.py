@@ -156,8 +156,10 @@ class MetaLearner:
         if self.kl_coeffs is not None:
             extra = (sampling_meta, self.kl_coeffs.tolist())
         calls = [(meta, self.iteration, s, *extra) for s in shards]
+        # Meta-RL's later outer steps reuse the episodes the first sampled: far shorter calls.
+        kind = "meta_grad" if sampling_meta is None else "meta_grad on kept episodes"
         (grad_sum, n_tasks, sums), reissued = self.executor.map_sum("meta_grad", calls,
-                                                                    f"iteration {self.iteration + 1}")
+                                                                    f"iteration {self.iteration + 1}", kind)
         grad = torch.from_numpy(grad_sum / n_tasks)
         grad_norm = float(torch.linalg.vector_norm(grad))
         if not math.isfinite(grad_norm):

@@ -86,21 +86,24 @@ class WorkerPool:
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self._on_event = on_event
-        self.durations: dict[str, deque] = {}  # seconds of recent successful calls, by method
+        self.durations: dict[str, deque] = {}  # seconds of recent successful calls, by kind
         self._slots = [Worker(i, self._remote, init_args, secrets.token_bytes(32)) for i in range(size)]
 
     # -- public -----------------------------------------------------------------------
 
-    def map(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[list, int]:
+    def map(self, method: str, calls: Sequence[tuple], context: str = "", kind: str | None = None
+            ) -> tuple[list, int]:
         """Results of `worker.method(*args)` for each args tuple of `calls`, in call order,
         and how many calls were re-run after losing their worker.
         Call i goes first to worker i mod size (the worker that ran it last time keeps its
         caches warm); a free worker takes any queued call whose own worker is busy or gone.
-        `context` (e.g. "iteration 12") names the calls in events and errors."""
-        results, reissued = self.run(method, calls, range(len(calls)), context, keep_gradients=False)
+        `context` (e.g. "iteration 12") names the calls in events and errors; `kind`
+        (default `method`) groups calls of alike durations for the straggler timeout."""
+        results, reissued = self.run(method, calls, range(len(calls)), context, keep_gradients=False, kind=kind)
         return [results[i] for i in range(len(calls))], reissued
 
-    def map_sum(self, method: str, calls: Sequence[tuple], context: str = "") -> tuple[tuple, int]:
+    def map_sum(self, method: str, calls: Sequence[tuple], context: str = "", kind: str | None = None
+                ) -> tuple[tuple, int]:
         """`reduce.add_results` of `map`'s results (`(gradient, tasks, metric sums)` per
         call), and how many calls were re-run. With parameters in Ray's store (large
         models) and more than one group of calls (`reduce.GROUP`), the gradients are added
@@ -111,8 +114,8 @@ class WorkerPool:
         if on_cluster and len(calls) > 1 and any(isinstance(a, ray.ObjectRef) for a in calls[0]):
             from distmeta.runtime.cluster_add import add_on_cluster
 
-            return add_on_cluster(self, method, calls, context)
-        results, reissued = self.map(method, calls, context)
+            return add_on_cluster(self, method, calls, context, kind)
+        results, reissued = self.map(method, calls, context, kind)
         return reduce.add_results(results), reissued
 
     def ready_slots(self) -> list[Worker]:
@@ -120,10 +123,11 @@ class WorkerPool:
         return [s for s in self._slots if s.ready]
 
     def run(self, method: str, calls: Sequence[tuple], indices, context: str, keep_gradients: bool,
-            where: dict[int, str] | None = None) -> tuple[dict[int, Any], int]:
+            where: dict[int, str] | None = None, kind: str | None = None) -> tuple[dict[int, Any], int]:
         """The results of calls `indices`, by index; with `keep_gradients` a Ray call's
         gradient (its result's first item) stays in Ray's store and its reference is
         returned in its place. `where` receives the node of each call's worker."""
+        kind = kind or method
         reissued = 0
         results: dict[int, Any] = {}
         queue = list(indices)
@@ -178,8 +182,8 @@ class WorkerPool:
                     results[call.index] = value
                     if where is not None:
                         where[call.index] = call.slot.node
-                    self.durations.setdefault(method, deque(maxlen=100)).append(time.monotonic() - call.started)
-                limit = self.straggler_limit(method)
+                    self.durations.setdefault(kind, deque(maxlen=100)).append(time.monotonic() - call.started)
+                limit = self.straggler_limit(kind)
                 now = time.monotonic()
                 for key, call in list(running.items()):
                     if now - call.started > limit:
@@ -266,11 +270,11 @@ class WorkerPool:
             return
         self.event(kind, slot, detail)
 
-    def straggler_limit(self, method: str) -> float:
-        """Seconds after which a call of `method` counts as a straggler now."""
+    def straggler_limit(self, kind: str) -> float:
+        """Seconds after which a call of `kind` (see `map`) counts as a straggler now."""
         if self.timeout_s is not None:
             return self.timeout_s
-        recent = self.durations.get(method)
+        recent = self.durations.get(kind)
         if not recent:
             return float("inf")  # the first calls include start-up: nothing to compare with
         return max(AUTO_TIMEOUT_FLOOR_S, AUTO_TIMEOUT_FACTOR * statistics.median(recent))

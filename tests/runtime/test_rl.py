@@ -155,7 +155,14 @@ def test_promp_kl_coefficient_follows_the_inner_kl_and_resumes(tmp_path):
 
 def test_same_seed_same_policy_for_0_and_2_ray_workers(ray_local):
     inproc = final_params(nav_config())
-    two = final_params(nav_config("num_workers=2", "runtime.resources_per_worker.cpu=1"))
+    with MetaLearner(nav_config("num_workers=2", "runtime.resources_per_worker.cpu=1")) as learner:
+        learner.train()
+        two = {k: v.detach().clone() for k, v in learner.meta.items()}
+        # The straggler timeout times the sampling outer step apart from the ones that
+        # reuse its episodes (and ProMP's KL): 3 iterations x 2 shards of each.
+        durations = learner.executor.durations
+        assert sorted((k, len(v)) for k, v in durations.items()) == [
+            ("inner_kl", 6), ("meta_grad", 6), ("meta_grad on kept episodes", 6)]
     for k in inproc:  # one shard against two: the same up to the order of the sums
         torch.testing.assert_close(inproc[k], two[k], rtol=1e-5, atol=1e-6)
     same_shards = final_params(nav_config("runtime.shards=2"))
