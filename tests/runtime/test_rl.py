@@ -166,8 +166,8 @@ def test_same_seed_same_policy_for_0_and_2_ray_workers(ray_local):
     for k in inproc:  # one shard against two: the same up to the order of the sums
         torch.testing.assert_close(inproc[k], two[k], rtol=1e-5, atol=1e-6)
     same_shards = final_params(nav_config("runtime.shards=2"))
-    for k in two:
-        assert torch.equal(same_shards[k], two[k]), k
+    for k, v in two.items():
+        assert torch.equal(same_shards[k], v), k
     other = final_params(nav_config("seed=2"))
     assert any(not torch.equal(inproc[k], other[k]) for k in inproc)
 
