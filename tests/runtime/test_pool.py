@@ -44,17 +44,22 @@ def test_a_shard_error_is_the_familys_own_exception_and_the_learner_can_go_on(
             assert torch.equal(learner.meta[k], v), k
 
 
-def test_a_channel_serves_only_the_holder_of_its_key(ray_local):
+def runner_actor():
+    """A shard runner as a bare Ray actor (no pool), and the flat initial parameters."""
     experiment = ship_user_code(build_experiment(observable_config()))
     actor = ray.remote(experiment.runner_class).options(num_cpus=0.5).remote(ray.put(experiment), 1)
+    meta = torch.cat([v.reshape(-1) for v in experiment.initial_meta_params().values()]).numpy()
+    return actor, meta
+
+
+def test_a_channel_serves_only_the_holder_of_its_key(ray_local):
+    actor, meta = runner_actor()
     key = b"k" * 32
     try:
         address = ray.get(actor.__ray_call__.remote(channel.serve, key))
         with pytest.raises(AuthenticationError):
             Client(address, authkey=b"x" * 32)
         direct = channel.Channel(address, key)  # a failed attempt does not lock the learner out
-        flat = experiment.initial_meta_params()
-        meta = torch.cat([v.reshape(-1) for v in flat.values()]).numpy()
         seq = direct.send("meta_grad", (meta, 0, [0, 1]))
         (grad, n, sums), lost = direct.receive(seq)
         assert (lost, n, grad.shape, sorted(sums)) == (None, 2, meta.shape, ["post_loss", "pre_loss"])
@@ -84,8 +89,7 @@ def test_a_worker_samples_its_next_shard_while_the_learner_steps(ray_local, tmp_
 
 
 def test_a_worker_works_ahead_only_after_the_learners_last_queued_call_for_it(ray_local):
-    experiment = ship_user_code(build_experiment(observable_config()))
-    actor = ray.remote(experiment.runner_class).options(num_cpus=0.5).remote(ray.put(experiment), 1)
+    actor, meta = runner_actor()
     key = b"k" * 32
 
     def prefetched():
@@ -93,8 +97,6 @@ def test_a_worker_works_ahead_only_after_the_learners_last_queued_call_for_it(ra
 
     try:
         direct = channel.Channel(ray.get(actor.__ray_call__.remote(channel.serve, key)), key)
-        flat = experiment.initial_meta_params()
-        meta = torch.cat([v.reshape(-1) for v in flat.values()]).numpy()
         direct.receive(direct.send("meta_grad", (meta, 0, [0, 1]), idle_after=False))
         time.sleep(0.5)  # time enough to sample ahead, were it asked to
         assert prefetched() is None
