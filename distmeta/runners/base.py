@@ -24,8 +24,9 @@ class ShardRunner(Protocol):
     float32 vector in `layout` order. Built as `runner_class(experiment, threads)`.
 
     A runner may also have `idle()`: work done between calls, which the direct channel
-    runs after each reply (the supervised runner samples its next shard's tasks there);
-    it must not change any call's result."""
+    runs after replying to the last call the learner has queued for this worker (the
+    supervised runner samples its next iteration's tasks there); it must not change any
+    call's result."""
 
     layout: FlatLayout
 
