@@ -118,6 +118,26 @@ def test_eval_of_a_meta_rl_run_reports_returns(nav2d_run):
     assert result["tasks"] == 3 and result["inner_steps"] == 1
 
 
+@pytest.mark.ray
+def test_eval_on_ray_workers_scores_what_one_process_does(nav2d_run):
+    """Evaluation sent to 2 Ray workers (a local Ray the command starts and stops) gives the
+    in-process scores: each task's episodes come from its own seeds."""
+    here = json.loads(ok("eval", nav2d_run, "--tasks", "5", "--json").stdout)
+    on_ray = json.loads(ok("eval", nav2d_run, "--tasks", "5", "--workers", "2", "--json").stdout)
+    assert on_ray["post_adaptation"] == here["post_adaptation"]
+    assert on_ray["pre_adaptation"] == here["pre_adaptation"]
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--workers", "3"], "--workers: got 3; evaluation sends the run's meta_batch_size (2) tasks per call"),
+    (["--workers", "-1"], "--workers: got -1; expected >= 0"),
+])
+def test_bad_eval_workers_is_one_error_line_before_ray(nav2d_run, args, names):
+    result = cli("eval", nav2d_run, "--tasks", "3", *args)
+    assert result.returncode == 2, result.stderr
+    assert one_error_line(result).startswith(f"error: {names}")
+
+
 @pytest.mark.parametrize("args, names", [
     (["--task", "gaol=[0.3,-0.2]"], "--task: unknown key 'gaol' for Nav2D"),
     (["--task", "goal=[3,0]"], "--task: key 'goal' for Nav2D: got [3, 0]"),

@@ -10,8 +10,8 @@ trajectories are the same whichever tasks share the worker (determinism across
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 
 from distmeta.rl.policy import Params, Policy
+
+KEPT_SIZES = 2
 
 
 class TrajectorySampler:
@@ -28,28 +30,35 @@ class TrajectorySampler:
         self.make_vector_env = make_vector_env
         self.policy = policy
         self.horizon = horizon
-        self._vector_env_size = 0
-        self._vector_env: gym.vector.VectorEnv | None = None
+        self._vector_envs: OrderedDict[int, gym.vector.VectorEnv] = OrderedDict()  # by size, newest last
         self._low: np.ndarray | None = None
         self._high: np.ndarray | None = None
 
     def vector_env(self, n_envs: int) -> gym.vector.VectorEnv:
         """The environments, reused across rollouts of the same size (only their tasks and
-        seeds change); a rollout of another size replaces them."""
-        if n_envs != self._vector_env_size:
-            self.close()
+        seeds change). The two latest sizes are kept: evaluation alternates between the
+        adaptation episodes and the evaluation episodes, and building envs is slow (an ML10
+        env takes about a second)."""
+        vec = self._vector_envs.pop(n_envs, None)
+        if vec is None:
             vec = self.make_vector_env(n_envs)
             space = vec.single_action_space
             if isinstance(space, gym.spaces.Box):
                 self._low, self._high = space.low, space.high
-            self._vector_env, self._vector_env_size = vec, n_envs
-        return cast(gym.vector.VectorEnv, self._vector_env)
+            while len(self._vector_envs) >= KEPT_SIZES:
+                self._vector_envs.popitem(last=False)[1].close()
+        self._vector_envs[n_envs] = vec
+        return vec
 
     def rollout(self, params: Sequence[Params], tasks: Sequence[dict],
-                rngs: Sequence[np.random.Generator], episodes: int) -> list[dict[str, Tensor]]:
+                rngs: Sequence[np.random.Generator], episodes: int,
+                deterministic: bool = False) -> list[dict[str, Tensor]]:
         """Per task: `obs (E, T, obs_dim)`, `actions`, `rewards (E, T)`, `mask (E, T)`,
         `logp_old` and `dist_old` (the action distribution at each step, `Policy.dist_of`),
-        sampled with that task's `params` from its generator."""
+        sampled with that task's `params` from its generator; `deterministic` takes the
+        policy's most likely action (the mean, or the argmax) instead. Where the env reports
+        `info["success"]` (Meta-World), also `success (E,)`: 1 for an episode whose flag was
+        set at any of its steps (Meta-World's definition), else 0."""
         n_tasks, horizon, policy = len(tasks), self.horizon, self.policy
         vec = self.vector_env(n_tasks * episodes)
         vec.set_tasks([task for task in tasks for _ in range(episodes)])  # type: ignore[attr-defined]
@@ -79,6 +88,9 @@ class TrajectorySampler:
         stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
         layers = policy.task_layers(stacked)
         noise = policy.task_noise(stacked, torch.stack(noises)).transpose(0, 1).contiguous()  # (T, tasks, E, ...)
+        if deterministic:  # zero noise: the mean (Gaussian) or the argmax (Gumbel-max)
+            noise.zero_()
+        success: np.ndarray | None = None
         low, high = ((torch.from_numpy(self._low), torch.from_numpy(self._high))
                      if self._low is not None and self._high is not None else (None, None))
         with torch.no_grad():
@@ -91,8 +103,11 @@ class TrajectorySampler:
                 actions.append(act)
                 # The env sees bounded actions; log-probabilities use act.
                 env_act = (act if low is None else torch.clamp(act, low, high)).numpy()
-                obs_np, reward, terminated, truncated, _ = vec.step(env_act)
+                obs_np, reward, terminated, truncated, info = vec.step(env_act)
                 np.multiply(reward, alive, out=rewards[t])
+                if "success" in info:
+                    success = np.zeros(n_envs, dtype=bool) if success is None else success
+                    success |= alive & (np.asarray(info["success"]) >= 1)
                 mask[t] = alive
                 alive &= ~(terminated | truncated)
                 if not alive.any():
@@ -114,10 +129,11 @@ class TrajectorySampler:
             # From the sampling forward's own outputs: no second pass over the episodes.
             batch["logp_old"] = policy.log_prob_of(params[i], out_all[i], batch["actions"])
             batch["dist_old"] = policy.dist_of(params[i], out_all[i])
+            if success is not None:
+                batch["success"] = torch.from_numpy(success[part].astype(np.float32))
             batches.append(batch)
         return batches
 
     def close(self) -> None:
-        if self._vector_env is not None:
-            self._vector_env.close()
-        self._vector_env, self._vector_env_size = None, 0
+        while self._vector_envs:
+            self._vector_envs.popitem()[1].close()

@@ -17,6 +17,7 @@ import torch
 
 from distmeta.algorithms.core import shard_meta_grad
 from distmeta.algorithms.maml_rl import BATCH_KEYS, MAMLRL, RLProblem
+from distmeta.errors import ConfigError
 from distmeta.rl.policy import Params, Policy
 from distmeta.rl.returns import advantages
 from distmeta.rl.sampler import TrajectorySampler
@@ -26,6 +27,10 @@ from distmeta.tasks import eval_task_rng, train_task_rng
 if TYPE_CHECKING:
     from distmeta.experiment import Experiment
     from distmeta.tasks.gym import GymTasks
+
+# Meta-World's evaluation episodes per task after adaptation (metaworld.evaluation's
+# `evaluation_episodes`).
+SUCCESS_EPISODES = 3
 
 
 class RLShardRunner(RunnerBase):
@@ -89,18 +94,41 @@ class RLShardRunner(RunnerBase):
     def evaluate(self, meta: np.ndarray, split: str, indices: Sequence[int], steps: int,
                  seed: int) -> dict[str, np.ndarray]:
         """Per-task mean episode return before and after `steps` adaptation steps on the
-        evaluation tasks `indices` of `split` (a seed stream of its own)."""
-        returns = self.return_curve(self.layout.from_numpy(meta), split, indices, steps, seed,
-                                    self.config.rl.episodes_per_task)
-        return {"pre_return": returns[:, 0], "post_return": returns[:, -1]}
+        evaluation tasks `indices` of `split` (a seed stream of its own).
+
+        An env that reports success (Meta-World) is scored as Meta-World's evaluation scores
+        it: adapt on the sampled episodes, then `SUCCESS_EPISODES` episodes of the most
+        likely actions, each a success if its flag is set at any step; `pre_`/`post_return`
+        and `pre_`/`post_success` are those episodes' return and success rate, with the
+        meta-policy and with the adapted one."""
+        params = self.layout.from_numpy(meta)
+        rngs, tasks = self._eval_tasks(split, indices, seed)
+        episodes = self.config.rl.episodes_per_task
+        if not cast("GymTasks", self.family).reports_success:
+            returns = self.sample_adaptation(params, tasks, rngs, steps, episodes)[1]
+            return {"pre_return": returns[:, 0], "post_return": returns[:, -1]}
+        adapted = self.sample_adaptation(params, tasks, rngs, steps, episodes, sample_adapted=False)[2]
+        scores = {}
+        for phase, policies in (("pre", [params] * len(tasks)), ("post", adapted)):
+            runs = self.sampler.rollout(policies, tasks, rngs, SUCCESS_EPISODES, deterministic=True)
+            if "success" not in runs[0]:
+                raise ConfigError(f"task.vectorized: {cast('GymTasks', self.family).env}'s env reports "
+                                  "info['success'] but its vector env does not; set task.vectorized=false")
+            scores[f"{phase}_return"] = np.array([float(run["rewards"].sum(-1).mean()) for run in runs])
+            scores[f"{phase}_success"] = np.array([float(run["success"].mean()) for run in runs])
+        return scores
 
     def return_curve(self, params: Params, split: str, indices: Sequence[int], steps: int,
                      seed: int, episodes: int) -> np.ndarray:
         """Mean episode return `(tasks, steps + 1)` after 0..steps adaptation steps from
         `params` on the evaluation tasks `indices` of `split`."""
-        rngs = [eval_task_rng(seed, split, i) for i in indices]
-        tasks = [self.family.sample_task(rng, split) for rng in rngs]
+        rngs, tasks = self._eval_tasks(split, indices, seed)
         return self.sample_adaptation(params, tasks, rngs, steps, episodes)[1]
+
+    def _eval_tasks(self, split: str, indices: Sequence[int], seed: int) -> tuple[list, list[dict]]:
+        rngs = [eval_task_rng(seed, split, i) for i in indices]
+        family = cast("GymTasks", self.family)
+        return rngs, [family.eval_task(rng, split, i) for rng, i in zip(rngs, indices)]
 
     # -- adaptation -------------------------------------------------------------------
 
@@ -127,15 +155,17 @@ class RLShardRunner(RunnerBase):
     def sample_adaptation(self, meta: Params, tasks: Sequence[dict],
                           rngs: Sequence[np.random.Generator], steps: int, episodes: int,
                           on_progress: Callable[[int, int], None] | None = None,
+                          sample_adapted: bool = True,
                           ) -> tuple[list[list[dict]], np.ndarray, list[Params]]:
         """Per task: the `steps + 1` episode batches of an adaptation (batch s sampled with
         the policy after s steps), mean episode returns `(n_tasks, steps + 1)`, and the
         adapted parameters. The inner step is `MAMLRL.adapt`'s, one step at a time.
-        `on_progress(done, steps + 1)` hears after each batch is sampled."""
+        `on_progress(done, steps + 1)` hears after each batch is sampled. Without
+        `sample_adapted`, the adapted policy's batch is not sampled (its return stays 0)."""
         params = [meta] * len(tasks)
         batches: list[list[dict]] = [[] for _ in tasks]
         returns = np.zeros((len(tasks), steps + 1))
-        for s in range(steps + 1):
+        for s in range(steps + 1 if sample_adapted else steps):
             rollouts = self.sampler.rollout(params, tasks, rngs, episodes)
             obs, rewards, mask = (torch.stack([b[k] for b in rollouts]) for k in ("obs", "rewards", "mask"))
             adv = advantages(obs, rewards, mask, self.config.rl.gamma, self.config.rl.gae_lambda)

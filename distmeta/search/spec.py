@@ -309,7 +309,7 @@ class SearchSpec:
     def objective(self) -> tuple[str, str]:
         """(metric, mode), defaults filled in."""
         metric = self.metric or default_metric(self._base, self.validation.tasks > 0)
-        mode = self.mode or ("max" if metric.endswith(("return", "accuracy", "_per_s")) else "min")
+        mode = self.mode or ("max" if metric.endswith(("return", "accuracy", "success", "_per_s")) else "min")
         return metric, mode
 
     def to_dict(self) -> dict:
@@ -328,7 +328,9 @@ def metric_names(experiment: Experiment, validation: bool) -> list[str]:
     names += ["inner_kl", "inner_kl_coeff"] if experiment.kl_penalty else []
     names += ["workers", "shards_reissued"]  # means over the window: the run's health, for the dashboard
     if validation:
-        names += [f"val.{phase}_adaptation.{s}" for phase in ("post", "pre") for s in scores]
+        # Validation scores Meta-World's success too (RLShardRunner.evaluate).
+        held_out = (*scores, "success") if getattr(experiment.family, "reports_success", False) else scores
+        names += [f"val.{phase}_adaptation.{s}" for phase in ("post", "pre") for s in held_out]
     return names
 
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distmeta.errors import UserError
+
 SPLITS = ("train", "val", "test")
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 
@@ -57,6 +59,19 @@ class TaskFamily(ABC):
         too large for memory is then refused before a task is drawn. None: unknown (the
         first drawn tasks are measured instead)."""
         return None
+
+    @property
+    def eval_task_count(self) -> int | None:
+        """How many distinct evaluation tasks there are (a family that scores a fixed task
+        list); None: draws, without end."""
+        return None
+
+    def check_eval_tasks(self, tasks: int, flag: str) -> None:
+        """Refuse to score more evaluation tasks than the family has."""
+        count = self.eval_task_count
+        if count is not None and tasks > count:
+            raise UserError(f"{flag}: got {tasks}; the family lists {count} evaluation tasks "
+                            f"(task.eval_all_tasks); expected at most {count}")
 
     def prepare(self) -> None:
         """Load whatever is heavy (datasets). Called once in the driver, before the family

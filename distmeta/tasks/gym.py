@@ -13,6 +13,7 @@ registers it.
 from __future__ import annotations
 
 import importlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,11 @@ class GymTasks(TaskFamily):
     """Step the environment's own vectorised version when its id registers one (gymnasium's
     `vector_entry_point`, e.g. distmeta/Nav2D-v0), else one env per episode stepped in a
     loop. Both give the same episodes; false is for comparing them."""
+    eval_all_tasks: bool = False
+    """Evaluation task i is the env's i-th task, not a draw: for an env whose tasks are a
+    finite list (each task key an integer index or a set of choices), in order. `eval
+    --tasks` with the list's length scores every task once: Meta-World's protocol, every
+    held-out skill and goal (ML10's test split: 5 x 50). Training draws as before."""
 
     def __post_init__(self):
         import distmeta_envs  # noqa: F401 - registers the distmeta/* ids
@@ -71,18 +77,29 @@ class GymTasks(TaskFamily):
             raise ConfigError(f"task.env_kwargs: gymnasium.make('{self.env}') failed: {exc}") from None
         missing = [m for m in PROTOCOL if not callable(getattr(probe.unwrapped, m, None))]
         obs_space, act_space = probe.observation_space, probe.action_space
-        probe.close()
         if missing:
+            probe.close()
             raise ConfigError(
                 f"task.env: {self.env} lacks the task protocol ({', '.join(missing)}); "
                 "subclass distmeta_envs.TaskSettableEnv"
             )
+        # An env with Meta-World's info["success"] is scored by success at evaluation.
+        probe.reset(seed=0)
+        self.reports_success = "success" in probe.step(act_space.sample())[4]
+        task_keys = probe.unwrapped.task_keys  # type: ignore[attr-defined]  # the protocol, checked above
+        probe.close()
         if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
             raise ConfigError(f"task.env: {self.env} observations are {obs_space}; expected a flat Box")
         if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)):
             raise ConfigError(f"task.env: {self.env} actions are {act_space}; expected Box or Discrete")
         self.observation_space, self.action_space = obs_space, act_space
         self._task_env = None
+        if self.eval_all_tasks:
+            open_keys = [k.name for k in task_keys
+                         if k.size is not None or not (k.integer or k.choices is not None)]
+            if open_keys:
+                raise ConfigError(f"task.eval_all_tasks: {self.env}'s task key {open_keys[0]!r} is not an "
+                                  "integer index or a choice, so its tasks are no finite list; set it false")
 
     def make_env(self) -> gym.Env:
         import distmeta_envs  # noqa: F401 - on a Ray worker, the ids are registered here
@@ -117,6 +134,29 @@ class GymTasks(TaskFamily):
     def sample_task(self, rng: np.random.Generator, split: str) -> dict:
         return self.task_from_seed(int(rng.integers(2**31)))
 
+    def eval_task(self, rng: np.random.Generator, split: str, index: int) -> dict:
+        """Evaluation task `index` of `split`: a draw with `rng`, or with `eval_all_tasks`
+        the env's task `index` (`eval_task_count` of them)."""
+        if not self.eval_all_tasks:
+            return self.sample_task(rng, split)
+        tasks = self.task_list()
+        if not 0 <= index < len(tasks):
+            raise ConfigError(f"task.eval_all_tasks: evaluation task {index} asked of {self.env}'s "
+                              f"{len(tasks)} tasks; evaluate at most {len(tasks)}")
+        return tasks[index]
+
+    @property
+    def eval_task_count(self) -> int | None:
+        return len(self.task_list()) if self.eval_all_tasks else None
+
+    def task_list(self) -> list[dict]:
+        """The env's tasks in order: every combination of its task keys' values (the first
+        key varies slowest). Only for keys that are integer indices or choices."""
+        values = [list(k.choices) if k.choices is not None else list(range(int(k.low), int(k.high) + 1))
+                  for k in self._env().task_keys]
+        names = [k.name for k in self._env().task_keys]
+        return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
     def task_from_seed(self, seed: int | None) -> dict:
         """The task `env.sample_tasks(1, seed=seed)` draws."""
         return self._env().sample_tasks(1, seed=seed)[0]
@@ -144,8 +184,9 @@ class GymTasks(TaskFamily):
 class _EnvPerEpisode(gym.vector.VectorEnv):
     """One environment per episode, stepped in a loop, with `set_tasks`: gymnasium's
     `SyncVectorEnv` with next-step autoreset (the same observations, rewards and flags)
-    without its per-environment info merging, which the sampler never reads and which took
-    about a tenth of a HalfCheetah rollout."""
+    without its per-environment info merging, which took about a tenth of a HalfCheetah
+    rollout. The one info key the sampler reads, Meta-World's `success`, comes back as an
+    array (0 for an env restarting this step) when the envs report it."""
 
     def __init__(self, make_env, num_envs: int):
         self.envs = [make_env() for _ in range(num_envs)]
@@ -170,16 +211,19 @@ class _EnvPerEpisode(gym.vector.VectorEnv):
 
     def step(self, actions):
         n = self.num_envs
-        obs, rewards = [], np.zeros(n)
+        obs, rewards, success = [], np.zeros(n), np.zeros(n)
         terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        reported = False
         for i, (env, action) in enumerate(zip(self.envs, actions, strict=True)):
             if self._restart[i]:
                 obs.append(env.reset()[0])
             else:
-                o, rewards[i], terminated[i], truncated[i], _ = env.step(action)
+                o, rewards[i], terminated[i], truncated[i], info = env.step(action)
                 obs.append(o)
+                if "success" in info:
+                    success[i], reported = info["success"], True
         self._restart = terminated | truncated
-        return self._stack(obs), rewards, terminated, truncated, {}
+        return self._stack(obs), rewards, terminated, truncated, ({"success": success} if reported else {})
 
     def close_extras(self, **kwargs) -> None:
         for env in self.envs:

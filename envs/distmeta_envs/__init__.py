@@ -18,7 +18,8 @@ distmeta/MetaWorldML1-v0       task_index: int uniform over [0, 49]       500
 distmeta/MetaWorldML10-v0      task_index: int uniform over [0, 499]      500
                                (10 skills x 50; split="test": [0, 249],
                                5 held-out skills x 50; optional extra
-                               "metaworld"; kwargs benchmark_seed, split)
+                               "metaworld"; kwargs benchmark_seed, split,
+                               max_skill_envs)
 =============================  =========================================  ==========
 
 Every env implements :class:`TaskSettableEnv` (``sample_tasks``, ``set_task``, ``get_task``).

@@ -167,19 +167,28 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
     name (e.g. ``"push-v3"``), in reset and step. ``distmeta/MetaWorldML10-v0`` truncates at
     Meta-World's horizon, 500 steps.
 
-    One Meta-World env per skill of the split, each built when a task of its skill is first set
-    (about 0.2 s each; an instance that never meets a skill never builds it); ``set_task`` sets
-    the task on its skill's env, which becomes the active one at the next ``reset`` (a task
-    takes effect at reset, as in Meta-World and :class:`MetaWorldML1`).
+    One Meta-World env per skill, built when a task of its skill is set (about 0.3 s each;
+    an instance that never meets a skill never builds it); ``set_task`` sets the task on its
+    skill's env, which becomes the active one at the next ``reset`` (a task takes effect at
+    reset, as in Meta-World and :class:`MetaWorldML1`). An instance keeps at most
+    ``max_skill_envs`` skills' envs built (default 2: the running episode's and the next's),
+    closing the least recently used: each takes about 25 MB, and a sampler's hundred envs per
+    worker each holding all 10 skills would take 25 GB. A rebuilt env gets the latest
+    seeded reset's seed, so an episode from a seeded reset is the same whenever its env was
+    built.
     """
 
     # For the train split; an instance narrows task_keys to its split's range.
     task_keys = (TaskKey("task_index", low=0, high=_ML10_SKILLS["train"] * _N_TASKS - 1, integer=True),)
 
     def __init__(self, benchmark_seed: int | None = 0, split: str = "train", task: dict | None = None,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, max_skill_envs: int = 2):
         metaworld = _import_metaworld("MetaWorldML10")
         _check_split("MetaWorldML10", split)
+        if isinstance(max_skill_envs, bool) or not isinstance(max_skill_envs, int) or max_skill_envs < 2:
+            raise ValueError(f"MetaWorldML10: max_skill_envs got {max_skill_envs!r}; expected an integer >= 2 "
+                             "(the running episode's skill and the next one's)")
+        self.max_skill_envs = max_skill_envs
         benchmark = metaworld.ML10(seed=None) if benchmark_seed is None else _seeded_ml10(benchmark_seed)
         classes = benchmark.train_classes if split == "train" else benchmark.test_classes
         self._tasks = benchmark.train_tasks if split == "train" else benchmark.test_tasks
@@ -199,33 +208,34 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
         # built up front would.
         self._classes = classes
         self._seed: int | None = None
-        self._envs: dict[str, Any] = {}
+        self._envs: dict[str, Any] = {}  # least recently used first
+        self._skill = self._next_skill = self.skill_names[0]
         first = self._skill_env(self.skill_names[0])
         self.metadata = first.metadata
         self.action_space = first.action_space
         self.observation_space = gym.spaces.Box(first.observation_space.low, first.observation_space.high,
                                                 dtype=np.float64)
         self._env = self._next_env = first  # the episode's env, and the one the next reset starts
-        self._skill = self._next_skill = self.skill_names[0]
         self.set_task(task if task is not None else self.default_task())
 
     def _skill_env(self, name: str):
-        env = self._envs.get(name)
-        if env is not None:
-            return env
-        env = self._classes[name](render_mode=self.render_mode)
-        # Guards the spaces documented above against a metaworld release whose skills differ.
-        first = self._envs.get(self.skill_names[0], env)
-        space = env.observation_space
-        if (env.action_space != first.action_space or space.shape != (39,)
-                or not (np.array_equal(space.low, first.observation_space.low)
-                        and np.array_equal(space.high, first.observation_space.high))):
-            raise RuntimeError(f"MetaWorldML10: skill {name} has action space {env.action_space} and "
-                               f"observation space {space}; expected those of {self.skill_names[0]}, "
-                               f"39 numbers (the version pinned is 3.1.1)")
-        if self._seed is not None:
-            env.seed(self._seed)
+        env = self._envs.pop(name, None)
+        if env is None:
+            env = self._classes[name](render_mode=self.render_mode)
+            # Guards the spaces documented above against a metaworld release whose skills differ.
+            space = env.observation_space
+            reference = self.__dict__.get("observation_space", space)  # unset while the first is built
+            if (env.action_space != self.__dict__.get("action_space", env.action_space) or space.shape != (39,)
+                    or not (np.array_equal(space.low, reference.low) and np.array_equal(space.high, reference.high))):
+                raise RuntimeError(f"MetaWorldML10: skill {name} has action space {env.action_space} and "
+                                   f"observation space {space}; expected those of {self.skill_names[0]}, "
+                                   f"39 numbers (the version pinned is 3.1.1)")
+            if self._seed is not None:
+                env.seed(self._seed)
         self._envs[name] = env
+        surplus = max(0, len(self._envs) - self.max_skill_envs)
+        for old in [n for n in self._envs if n not in (name, self._skill)][:surplus]:
+            self._envs.pop(old).close()
         return env
 
     def set_task(self, task: dict) -> None:

@@ -73,3 +73,18 @@ def test_an_unknown_row_is_one_error_line():
     proc = reproduce("protonets")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: NAME: got 'protonets'; expected one of protonet-1shot, ")
+
+
+@pytest.mark.slow
+def test_the_meta_world_row_scores_every_held_out_task_by_success(tmp_path, capsys):
+    pytest.importorskip("metaworld")
+    tiny = ["iterations=1", "num_workers=0", "task.horizon=3", "meta_batch_size=2", "rl.episodes_per_task=1",
+            "model.hidden_sizes=[4]"]
+    code, stderr = reproduce_here(capsys, "maml-ml10", *[a for t in tiny for a in ("--set", t)], "--root", tmp_path)
+    assert code == 0, stderr[-2000:]
+    [result] = json.loads((tmp_path / "maml-ml10" / "reproduce.json").read_text())["results"]
+    assert (result["setting"], result["metric"], result["tasks"]) == (
+        "Meta-World ML10, meta-test success rate", "success", 250)
+    assert 0 <= result["mean"] <= 1
+    table = reproduce("--table", "--root", tmp_path).stdout
+    assert f"| success {100 * result['mean']:.1f} ± {100 * (result['ci95'] or 0):.1f} % (250) | 1 / 1 |" in table

@@ -148,6 +148,8 @@ def test_bad_base_and_files(tmp_path):
 @pytest.mark.parametrize("preset,sets", [
     ("sinusoid-maml", ["num_workers=0", "meta_batch_size=2"]),
     ("nav2d-maml", ["num_workers=0", "meta_batch_size=2", "rl.episodes_per_task=2", "task.horizon=10"]),
+    pytest.param("ml10-maml", ["num_workers=0", "meta_batch_size=2", "rl.episodes_per_task=1", "task.horizon=3",
+                               "model.hidden_sizes=[4]"], marks=pytest.mark.slow),  # validation scores success
 ])
 def test_metric_names_are_what_a_trial_reports(preset, sets):
     from distmeta import MetaLearner, build_experiment, load_config
