@@ -3,6 +3,7 @@
 
     python3 benchmarks/reproduce.py protonet-1shot --minutes 60        # a first part
     python3 benchmarks/reproduce.py protonet-1shot --minutes 60 --resume   # the next one
+    python3 benchmarks/reproduce.py protonet-1shot --eval-only          # evaluate it again
     python3 benchmarks/reproduce.py --table                             # BENCHMARKS.md's rows
 
 Each row trains one preset in `ROOT/NAME` (default runs/reproduce/NAME) until its
@@ -103,7 +104,9 @@ def load_record(path: Path) -> dict:
 
 
 def run_part(name: str, args) -> dict:
-    """Train one part of row `name` and evaluate it; the updated record."""
+    """Train one part of row `name` (none with `--eval-only`) and evaluate it; the updated
+    record. The part is recorded before the evaluation, so a failed evaluation loses no
+    training: `--eval-only` evaluates again."""
     from distmeta.fileio import atomic_write
     from distmeta.loading import load_config
     from distmeta.runtime import MetaLearner
@@ -112,19 +115,28 @@ def run_part(name: str, args) -> dict:
     row = ROWS[name]
     out = Path(args.root) / name
     record_path = out / "reproduce.json"
-    if not args.resume and out.exists():
+    if args.eval_only and not record_path.is_file():
+        raise SystemExit(f"error: --eval-only: {out} holds no trained part; train it first")
+    if not args.resume and not args.eval_only and out.exists():
         raise SystemExit(f"error: {out} holds a run already; continue it with --resume")
     record = load_record(record_path)
-    config = load_config(row.preset, [*row.train, *args.overrides])
-    start = time.perf_counter()
-    with MetaLearner(config, out_dir=out, resume=args.resume) as learner:
-        first = learner.iteration
-        learner.train(time_budget_s=args.minutes * 60 if args.minutes else None)
-        last = learner.iteration
-    record["parts"].append({"command": shlex.join(sys.orig_argv), "iterations": [first, last],
-                            "train_s": time.perf_counter() - start, "ended": time.strftime("%Y-%m-%d %H:%M")})
-    record["config"] = {"preset": row.preset, "train": list(row.train), "overrides": args.overrides,
-                        "iterations": config.iterations}
+
+    def save() -> None:
+        atomic_write(record_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+
+    if not args.eval_only:
+        config = load_config(row.preset, [*row.train, *args.overrides])
+        start = time.perf_counter()
+        with MetaLearner(config, out_dir=out, resume=args.resume) as learner:
+            first = learner.iteration
+            learner.train(time_budget_s=args.minutes * 60 if args.minutes else None)
+            last = learner.iteration
+        record["parts"].append({"command": shlex.join(sys.orig_argv), "iterations": [first, last],
+                                "train_s": time.perf_counter() - start, "ended": time.strftime("%Y-%m-%d %H:%M")})
+        record["config"] = {"preset": row.preset, "train": list(row.train), "overrides": args.overrides,
+                            "iterations": config.iterations}
+        record["results"] = []
+        save()
     record["results"] = []
     for setting in row.settings:
         scored = evaluate(out, tasks=setting.tasks or args.eval_tasks,
@@ -134,7 +146,7 @@ def run_part(name: str, args) -> dict:
                                   "source": setting.source, "iteration": scored["iteration"],
                                   "tasks": scored["tasks"], "metric": setting.metric,
                                   "mean": score["mean"], "ci95": score["ci95"]})
-    atomic_write(record_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+    save()
     return record
 
 
@@ -181,6 +193,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-set", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="evaluation override besides the setting's own")
     parser.add_argument("--eval-tasks", type=int, default=600, help="test tasks per setting (default 600)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="evaluate the row's newest checkpoint again, without training")
     parser.add_argument("--eval-workers", type=int, default=0,
                         help="evaluate on N Ray workers (default 0: in this process)")
     parser.add_argument("--table", action="store_true", help="print the reproduction table of every row")

@@ -170,24 +170,23 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
     One Meta-World env per skill, built when a task of its skill is set (about 0.3 s each;
     an instance that never meets a skill never builds it); ``set_task`` sets the task on its
     skill's env, which becomes the active one at the next ``reset`` (a task takes effect at
-    reset, as in Meta-World and :class:`MetaWorldML1`). An instance keeps at most
-    ``max_skill_envs`` skills' envs built (default 2: the running episode's and the next's),
-    closing the least recently used: each takes about 25 MB, and a sampler's hundred envs per
-    worker each holding all 10 skills would take 25 GB. A rebuilt env gets the latest
-    seeded reset's seed, so an episode from a seeded reset is the same whenever its env was
-    built.
+    reset, as in Meta-World and :class:`MetaWorldML1`). After a reset an instance keeps at
+    most ``max_skill_envs`` skills' envs built (default 1, the episode's), closing the least
+    recently used (between a ``set_task`` and the reset it also holds the next episode's):
+    each takes about 25 MB, and an evaluation worker's 260 envs each holding all 5 test
+    skills took 13 GB. A rebuilt env gets the latest seeded reset's seed, so an episode from
+    a seeded reset is the same whenever its env was built.
     """
 
     # For the train split; an instance narrows task_keys to its split's range.
     task_keys = (TaskKey("task_index", low=0, high=_ML10_SKILLS["train"] * _N_TASKS - 1, integer=True),)
 
     def __init__(self, benchmark_seed: int | None = 0, split: str = "train", task: dict | None = None,
-                 render_mode: str | None = None, max_skill_envs: int = 2):
+                 render_mode: str | None = None, max_skill_envs: int = 1):
         metaworld = _import_metaworld("MetaWorldML10")
         _check_split("MetaWorldML10", split)
-        if isinstance(max_skill_envs, bool) or not isinstance(max_skill_envs, int) or max_skill_envs < 2:
-            raise ValueError(f"MetaWorldML10: max_skill_envs got {max_skill_envs!r}; expected an integer >= 2 "
-                             "(the running episode's skill and the next one's)")
+        if isinstance(max_skill_envs, bool) or not isinstance(max_skill_envs, int) or max_skill_envs < 1:
+            raise ValueError(f"MetaWorldML10: max_skill_envs got {max_skill_envs!r}; expected an integer >= 1")
         self.max_skill_envs = max_skill_envs
         benchmark = metaworld.ML10(seed=None) if benchmark_seed is None else _seeded_ml10(benchmark_seed)
         classes = benchmark.train_classes if split == "train" else benchmark.test_classes
@@ -233,10 +232,15 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
             if self._seed is not None:
                 env.seed(self._seed)
         self._envs[name] = env
-        surplus = max(0, len(self._envs) - self.max_skill_envs)
-        for old in [n for n in self._envs if n not in (name, self._skill)][:surplus]:
-            self._envs.pop(old).close()
+        self._close_unused(keep=(name, self._skill))
         return env
+
+    def _close_unused(self, keep: tuple[str, ...]) -> None:
+        """Close the least recently used skills' envs past `max_skill_envs`, never those of
+        the skills in `keep`."""
+        surplus = max(0, len(self._envs) - self.max_skill_envs)
+        for old in [n for n in self._envs if n not in keep][:surplus]:
+            self._envs.pop(old).close()
 
     def set_task(self, task: dict) -> None:
         super().set_task(self._validate_for_split(task))
@@ -268,6 +272,7 @@ class MetaWorldML10(TaskSettableEnv, gym.Env):
             for env in self._envs.values():
                 env.seed(seed)
         self._env, self._skill = self._next_env, self._next_skill
+        self._close_unused(keep=(self._skill,))
         obs, info = self._env.reset()
         return obs, {**info, "skill": self._skill}
 

@@ -54,6 +54,13 @@ def test_a_row_trains_in_parts_and_scores_every_published_setting(tmp_path, omni
     table = reproduce("--table", "--root", tmp_path).stdout
     assert "| Omniglot 20-way 1-shot | omniglot-protonet (protonet-1shot) | 96.0 | Snell et al. 2017" in table
     assert "| 3 / 3 |" in table and "not run" in table  # the other rows
+    # Evaluated again without training: the parts stay, the scores are the same tasks'.
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--eval-only", *small)
+    assert code == 0, stderr[-2000:]
+    again = json.loads((tmp_path / "protonet-1shot" / "reproduce.json").read_text())
+    assert again["parts"] == record["parts"] and again["results"] == record["results"]
+    code, stderr = reproduce_here(capsys, "maml-5w1s", "--eval-only", "--root", tmp_path)
+    assert code == 1 and "error: --eval-only: " in stderr and "holds no trained part; train it first" in stderr
 
 
 def test_a_regression_row_scores_the_mse(tmp_path, capsys):

@@ -207,17 +207,17 @@ def test_ml10_a_skills_env_built_at_its_first_task_runs_the_episode_of_one_built
 
 
 @pytest.mark.slow
-def test_ml10_keeps_two_skills_envs_built_and_a_rebuilt_one_runs_the_same_episode():
-    """A sampler's hundred ML10 envs each holding all 10 skills' envs took 25 GB a worker: an
-    instance keeps the running episode's skill and the next. An env closed and built again
-    gives the episode of one kept all along, from a seeded reset."""
+def test_ml10_keeps_the_episodes_skill_env_and_a_rebuilt_one_runs_the_same_episode():
+    """An evaluation worker's 260 ML10 envs each holding all 5 test skills' envs took 13 GB:
+    after a reset an instance keeps its episode's skill only (the next one's too between a
+    set_task and the reset). An env closed and built again gives the episode of one kept all
+    along, from a seeded reset."""
     actions = np.random.default_rng(0).uniform(-1, 1, (10, 4)).astype(np.float32)
     env = gym.make(ML10, benchmark_seed=0, **QUIET)
     kept = rewards(env, {"task_index": 53}, actions)  # push
     for index in (0, 110, 160, 210):  # reach, pick-place, door-open, drawer-close
         rewards(env, {"task_index": index}, actions[:1])
-        assert len(env.unwrapped._envs) <= 2
-    assert "push-v3" not in env.unwrapped._envs
+        assert list(env.unwrapped._envs) == [env.unwrapped.skill_of({"task_index": index})]
     np.testing.assert_array_equal(rewards(env, {"task_index": 53}, actions), kept)
     # Tasks set mid-episode never close the running episode's env.
     env.unwrapped.set_task({"task_index": 0})
@@ -226,9 +226,15 @@ def test_ml10_keeps_two_skills_envs_built_and_a_rebuilt_one_runs_the_same_episod
     env.unwrapped.set_task({"task_index": 120})
     assert env.step(actions[0])[4]["skill"] == "reach-v3"
     assert env.reset()[1]["skill"] == "pick-place-v3"
+    assert list(env.unwrapped._envs) == ["pick-place-v3"]
     env.close()
-    with pytest.raises(ValueError, match=r"^MetaWorldML10: max_skill_envs got 1; expected an integer >= 2 "):
-        gym.make(ML10, max_skill_envs=1, **QUIET)
+    two = gym.make(ML10, benchmark_seed=0, max_skill_envs=2, **QUIET)
+    for index in (0, 60, 110):
+        rewards(two, {"task_index": index}, actions[:1])
+    assert list(two.unwrapped._envs) == ["push-v3", "pick-place-v3"]
+    two.close()
+    with pytest.raises(ValueError, match=r"^MetaWorldML10: max_skill_envs got 0; expected an integer >= 1$"):
+        gym.make(ML10, max_skill_envs=0, **QUIET)
 
 
 @pytest.mark.slow
