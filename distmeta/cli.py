@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="seed of the held-out tasks (default 0; the same for every run)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="change task.*, runtime.*, rl.*, algorithm.eval_inner_steps or inner_lr")
-    ev.add_argument("--workers", type=int, default=0,
-                    help="score the tasks on N Ray workers (a local Ray; default 0: in this process)")
+    ev.add_argument("--workers", type=int, default=0, help="score on N Ray workers (default 0: in process)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     ad = sub.add_parser("adapt", help="adapt a meta-RL policy to one task (return per step), or a "
@@ -215,20 +214,11 @@ def _eval(args) -> int:
     from distmeta.runtime.evaluate import evaluate
 
     progress = TaskProgress("evaluating")
-    started_ray = False
-    if args.workers > 0:
-        import ray
-
-        started_ray = not ray.is_initialized()
     try:
         result = evaluate(args.checkpoint, tasks=args.tasks, split=args.split, steps=args.steps,
                           overrides=args.overrides, seed=args.seed, on_progress=progress, workers=args.workers)
     finally:
         progress.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
     if args.json:
         print_json(result)
         return 0

@@ -72,8 +72,9 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     `model.batch_norm` (training is the same either way).
     The tasks are drawn from `seed`, not the run's seed, so runs are scored on the same tasks.
     `on_progress(done, tasks)` hears as the tasks are scored. `workers` > 0 scores them on
-    that many Ray workers (the Ray already up, else a local one; the same scores as in
-    this process, where 0 scores them): Meta-World's ML10 test takes 2M env steps."""
+    that many Ray workers (the Ray already up, else a local one started and stopped here;
+    the same scores as in this process, where 0 scores them): Meta-World's ML10 test takes
+    2M env steps."""
     check_count("--tasks", tasks, 1, MAX_TASKS)
     check_count("--workers", workers, 0, MAX_TASKS)
     if split not in SPLITS:
@@ -91,6 +92,11 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
                         f"({config.meta_batch_size}) tasks per call and needs no more workers than that")
     if workers:
         experiment = dataclasses.replace(experiment, config=dataclasses.replace(config, num_workers=workers))
+    started_ray = False
+    if workers:
+        import ray
+
+        started_ray = not ray.is_initialized()
     executor = start_executor(experiment) if workers else InProcess(experiment.make_runner())
     try:
         meta = FlatLayout(state["meta_params"]).flatten(state["meta_params"]).numpy()
@@ -98,6 +104,10 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
                                   on_progress=on_progress)
     finally:
         executor.close()
+        if started_ray:  # a Ray this call started; one the caller had stays up
+            import ray
+
+            ray.shutdown()
 
     result: dict = {"checkpoint": str(path), "iteration": int(state["iteration"]),
                     "split": split, "tasks": tasks, "inner_steps": steps, "seed": seed}
