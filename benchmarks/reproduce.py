@@ -5,12 +5,13 @@
     python3 benchmarks/reproduce.py protonet-1shot --minutes 60 --resume   # the next one
     python3 benchmarks/reproduce.py protonet-1shot --eval-only          # evaluate it again
     python3 benchmarks/reproduce.py --table                             # BENCHMARKS.md's rows
+    python3 benchmarks/reproduce.py --curves                            # their learning curves
 
 Each row trains one preset in `ROOT/NAME` (default runs/reproduce/NAME) until its
 iterations or the `--minutes` of this part, whichever comes first; `--resume` continues
 where the last part stopped (the run's own checkpoints, so the result is the one an
 uninterrupted run gives). `ROOT/NAME/reproduce.json` accumulates the parts (their wall
-time and iterations) and, after each part, the evaluation of the newest checkpoint on every
+time, iterations and learning curve) and, after each part, the evaluation of the newest checkpoint on every
 published setting of the row: 600 test tasks (the papers' count), mean accuracy and its
 Student-t 95% interval. A row whose training has not reached the preset's iterations says
 so: its number is a budgeted one, never an extrapolation.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 SNELL = "Snell et al. 2017, Table 1"
 FINN = "Finn et al. 2017, Table 1"
+CURVE_POINTS = 8
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,23 @@ def load_record(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"parts": [], "results": []}
 
 
+def training_curve(metrics_path: Path, first: int, last: int, points: int = CURVE_POINTS) -> list:
+    """The part's learning curve from the run's metrics.jsonl: iterations first+1..last cut
+    into at most `points` equal windows, each `[its last iteration, the windows' mean training
+    post-adaptation score]` (accuracy where the task has one, else the return, else the
+    loss). Single meta-batches are noisy; window means are what a curve can show."""
+    scores: list[tuple[int, float]] = []
+    for line in metrics_path.read_text().splitlines():
+        entry = json.loads(line)
+        post = entry.get("post_adaptation") or {}
+        key = next((k for k in ("accuracy", "return", "loss") if k in post), None)
+        if key is not None and first < entry["iteration"] <= last:
+            scores.append((entry["iteration"], post[key]))
+    size = max(1, -(-len(scores) // points))
+    windows = [scores[i:i + size] for i in range(0, len(scores), size)]
+    return [[w[-1][0], sum(v for _, v in w) / len(w)] for w in windows]
+
+
 def run_part(name: str, args) -> dict:
     """Train one part of row `name` (none with `--eval-only`) and evaluate it; the updated
     record. The part is recorded before the evaluation, so a failed evaluation loses no
@@ -132,7 +151,8 @@ def run_part(name: str, args) -> dict:
             learner.train(time_budget_s=args.minutes * 60 if args.minutes else None)
             last = learner.iteration
         record["parts"].append({"command": shlex.join(sys.orig_argv), "iterations": [first, last],
-                                "train_s": time.perf_counter() - start, "ended": time.strftime("%Y-%m-%d %H:%M")})
+                                "train_s": time.perf_counter() - start, "ended": time.strftime("%Y-%m-%d %H:%M"),
+                                "curve": training_curve(out / "metrics.jsonl", first, last)})
         record["config"] = {"preset": row.preset, "train": list(row.train), "overrides": args.overrides,
                             "iterations": config.iterations}
         record["results"] = []
@@ -171,6 +191,17 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def curves(root: Path) -> str:
+    """Each trained row's learning curve, part by part: `iteration: training score`."""
+    lines = []
+    for name in ROWS:
+        record = load_record(root / name / "reproduce.json")
+        points = [point for part in record["parts"] for point in part.get("curve", [])]
+        if points:
+            lines.append(f"{name}: " + " · ".join(f"{it}: {score:.3f}" for it, score in points))
+    return "\n".join(lines)
+
+
 def score_text(result: dict) -> str:
     """`98.47 ± 0.24 % (600)` for accuracy, `MSE 0.385 ± 0.028 (600)` for regression,
     `success 4.0 ± 1.9 % (250)` for Meta-World."""
@@ -198,9 +229,11 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-workers", type=int, default=0,
                         help="evaluate on N Ray workers (default 0: in this process)")
     parser.add_argument("--table", action="store_true", help="print the reproduction table of every row")
+    parser.add_argument("--curves", action="store_true",
+                        help="print each trained row's learning curve (training post-adaptation score)")
     args = parser.parse_args(argv)
-    if args.table:
-        print(table(Path(args.root)))
+    if args.table or args.curves:
+        print(table(Path(args.root)) if args.table else curves(Path(args.root)))
         return 0
     if args.name not in ROWS:
         print(f"error: NAME: got {args.name!r}; expected one of {', '.join(ROWS)}", file=sys.stderr)

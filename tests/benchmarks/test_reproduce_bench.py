@@ -44,6 +44,10 @@ def test_a_row_trains_in_parts_and_scores_every_published_setting(tmp_path, omni
     assert code == 0, stderr[-2000:]
     record = json.loads((tmp_path / "protonet-1shot" / "reproduce.json").read_text())
     assert [p["iterations"] for p in record["parts"]] == [[0, 2], [2, 3]]
+    metrics = [json.loads(line) for line in (tmp_path / "protonet-1shot" / "metrics.jsonl").read_text().splitlines()]
+    accuracy = {m["iteration"]: m["post_adaptation"]["accuracy"] for m in metrics}
+    # each part's curve covers its own iterations only
+    assert [p["curve"] for p in record["parts"]] == [[[1, accuracy[1]], [2, accuracy[2]]], [[3, accuracy[3]]]]
     assert [(r["setting"], r["iteration"], r["tasks"]) for r in record["results"]] == [
         ("Omniglot 5-way 1-shot", 3, 4), ("Omniglot 20-way 1-shot", 3, 4)]
     for result in record["results"]:  # k correct of 4 tasks x N ways x 15 queries
@@ -54,6 +58,8 @@ def test_a_row_trains_in_parts_and_scores_every_published_setting(tmp_path, omni
     table = reproduce("--table", "--root", tmp_path).stdout
     assert "| Omniglot 20-way 1-shot | omniglot-protonet (protonet-1shot) | 96.0 | Snell et al. 2017" in table
     assert "| 3 / 3 |" in table and "not run" in table  # the other rows
+    curves = reproduce("--curves", "--root", tmp_path).stdout
+    assert curves == f"protonet-1shot: 1: {accuracy[1]:.3f} · 2: {accuracy[2]:.3f} · 3: {accuracy[3]:.3f}\n"
     # Evaluated again without training: the parts stay, the scores are the same tasks'.
     code, stderr = reproduce_here(capsys, "protonet-1shot", "--eval-only", *small)
     assert code == 0, stderr[-2000:]
