@@ -107,7 +107,7 @@ def load_record(path: Path) -> dict:
 
 def training_curve(metrics_path: Path, first: int, last: int, points: int = CURVE_POINTS) -> list:
     """The part's learning curve from the run's metrics.jsonl: iterations first+1..last cut
-    into at most `points` equal windows, each `[its last iteration, the windows' mean training
+    into at most `points` equal windows, each `[its last iteration, the window's mean training
     post-adaptation score]` (accuracy where the task has one, else the return, else the
     loss). Single meta-batches are noisy; window means are what a curve can show."""
     scores: list[tuple[int, float]] = []
@@ -232,8 +232,11 @@ def main(argv=None) -> int:
     parser.add_argument("--curves", action="store_true",
                         help="print each trained row's learning curve (training post-adaptation score)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(Path(args.root)))
+    if args.curves:
+        print(curves(Path(args.root)))
     if args.table or args.curves:
-        print(table(Path(args.root)) if args.table else curves(Path(args.root)))
         return 0
     if args.name not in ROWS:
         print(f"error: NAME: got {args.name!r}; expected one of {', '.join(ROWS)}", file=sys.stderr)
