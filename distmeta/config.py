@@ -286,6 +286,13 @@ class Config:
         """How many shards each meta-batch is split into (`runtime.shards`)."""
         return self.runtime.shards or max(self.num_workers, 1)
 
+    @property
+    def shard_size(self) -> int:
+        """Tasks in a meta-batch's largest shard; evaluation and validation send this many
+        per call too, so a worker never holds more tasks at once (their envs, episodes and
+        activations) than in training: 20 Meta-World tasks' 260 envs took 7.5 GB."""
+        return -(-self.meta_batch_size // self.shard_count)
+
     def to_dict(self) -> dict:
         """Plain data that `from_dict` (and YAML) reads back to an equal config."""
         out = dataclasses.asdict(self)

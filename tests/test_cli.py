@@ -121,7 +121,8 @@ def test_eval_of_a_meta_rl_run_reports_returns(nav2d_run):
 @pytest.mark.ray
 def test_eval_on_ray_workers_scores_what_one_process_does(nav2d_run):
     """Evaluation sent to 2 Ray workers (a local Ray the command starts and stops) gives the
-    in-process scores: each task's episodes come from its own seeds."""
+    in-process scores, though each call sends a worker's shard (1 task) where one process
+    takes the meta-batch (2): each task's episodes come from its own seeds."""
     here = json.loads(ok("eval", nav2d_run, "--tasks", "5", "--json").stdout)
     on_ray = json.loads(ok("eval", nav2d_run, "--tasks", "5", "--workers", "2", "--json").stdout)
     assert on_ray["post_adaptation"] == here["post_adaptation"]
@@ -129,7 +130,7 @@ def test_eval_on_ray_workers_scores_what_one_process_does(nav2d_run):
 
 
 @pytest.mark.parametrize("args, names", [
-    (["--workers", "3"], "--workers: got 3; evaluation sends the run's meta_batch_size (2) tasks per call"),
+    (["--workers", "3"], "--workers: got 3; evaluation shares the run's meta_batch_size (2) tasks"),
     (["--workers", "-1"], "--workers: got -1; expected >= 0"),
 ])
 def test_bad_eval_workers_is_one_error_line_before_ray(nav2d_run, args, names):

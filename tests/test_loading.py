@@ -70,6 +70,15 @@ def test_bad_values_fail_with_one_line_naming_the_field(override, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("overrides, size", [
+    (["num_workers=0"], 20), (["num_workers=2"], 10), (["num_workers=3"], 7),
+    (["num_workers=2", "runtime.shards=4"], 5),
+])
+def test_shard_size_is_the_largest_shard_of_a_meta_batch(overrides, size):
+    """Evaluation sends this many tasks per call: what a training shard holds."""
+    assert load_config("ml10-maml", ["meta_batch_size=20", *overrides]).shard_size == size
+
+
 def test_unknown_preset_and_bad_files(tmp_path):
     with pytest.raises(ConfigError, match=r"^config: 'nope' is neither a YAML file nor a preset; presets: "):
         load_config("nope")

@@ -88,8 +88,9 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     config = experiment.config
     steps = config.algorithm.steps_for_eval if steps is None else steps
     if workers > config.meta_batch_size:
-        raise UserError(f"--workers: got {workers}; evaluation sends the run's meta_batch_size "
-                        f"({config.meta_batch_size}) tasks per call and needs no more workers than that")
+        raise UserError(f"--workers: got {workers}; evaluation shares the run's meta_batch_size "
+                        f"({config.meta_batch_size}) tasks per round among the workers, as training does; "
+                        f"expected at most {config.meta_batch_size}")
     if workers:
         experiment = dataclasses.replace(experiment, config=dataclasses.replace(config, num_workers=workers))
     started_ray = False
@@ -100,7 +101,7 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     executor = start_executor(experiment) if workers else InProcess(experiment.make_runner())
     try:
         meta = FlatLayout(state["meta_params"]).flatten(state["meta_params"]).numpy()
-        per_task = evaluate_tasks(executor, meta, split, tasks, config.meta_batch_size, steps, seed,
+        per_task = evaluate_tasks(executor, meta, split, tasks, experiment.config.shard_size, steps, seed,
                                   on_progress=on_progress)
     finally:
         executor.close()

@@ -268,7 +268,7 @@ class MetaLearner:
         self.experiment.family.check_eval_tasks(tasks, "validation tasks")
         per_task = evaluate_tasks(
             self.executor, self.layout.flatten(self.meta).cpu().numpy(), split, tasks,
-            self.config.meta_batch_size, self.config.algorithm.steps_for_eval, seed,
+            self.config.shard_size, self.config.algorithm.steps_for_eval, seed,
             f"validation at iteration {self.iteration}")
         means = {k: float(v.mean()) for k, v in per_task.items()}
         return {"pre_adaptation": _scores(means, "pre", 1), "post_adaptation": _scores(means, "post", 1)}

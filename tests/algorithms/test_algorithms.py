@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from distmeta.algorithms import ALGORITHMS, Problem, evaluate_shard, shard_meta_grad
+from distmeta.algorithms.reptile import mini_batches
 from distmeta.config import AlgorithmConfig, ModelConfig
 from distmeta.models import Conv4, make_model
 from distmeta.tasks import train_task_rng
@@ -133,18 +134,41 @@ def test_metasgd_learns_per_parameter_rates():
         torch.testing.assert_close(grads[k], maml[k], rtol=1e-10, atol=1e-12)
 
 
-def test_reptile_gradient_is_the_step_toward_the_adapted_parameters():
+def test_reptile_gradient_is_the_step_toward_parameters_trained_on_the_whole_episode():
+    """Training takes support and query examples together, one mini-batch per step (11
+    points, 3 steps: batches of 3); the step toward them is SGD by hand on those batches."""
     problem, params, tasks = sinusoid_setup(n_tasks=2)
-    cfg = AlgorithmConfig(name="reptile", inner_lr=0.1, inner_steps=3)
+    cfg = AlgorithmConfig(name="reptile", inner_lr=0.02, inner_steps=3)
     algo = ALGORITHMS["reptile"]
-    grads, _ = shard_meta_grad(algo, params, {}, tasks, problem, cfg, "loop")
+    grads, metrics = shard_meta_grad(algo, params, {}, tasks, problem, cfg, "loop")
     expected = {k: 0 for k in params}
     for i in range(2):
-        support = (tasks["support_x"][i], tasks["support_y"][i])
-        adapted = algo.adapt(params, {}, support, problem, cfg, 3)
-        expected = {k: expected[k] + params[k] - adapted[k] for k in params}
+        x = torch.cat([tasks["support_x"][i], tasks["query_x"][i]])
+        y = torch.cat([tasks["support_y"][i], tasks["query_y"][i]])
+        adapted = {k: v.clone().requires_grad_() for k, v in params.items()}
+        for step in range(3):
+            rows = slice(3 * step, 3 * step + 3)
+            loss = problem.loss(problem.forward(adapted, {}, x[rows]), y[rows])
+            step_grads = torch.autograd.grad(loss, list(adapted.values()))
+            adapted = {k: (v - 0.02 * g).detach().requires_grad_() for (k, v), g in zip(adapted.items(), step_grads)}
+        expected = {k: expected[k] + params[k] - adapted[k].detach() for k in params}
     for k in params:
         torch.testing.assert_close(grads[k], expected[k])
+    assert metrics["post_loss"] < metrics["pre_loss"]  # the fit of the examples trained on
+
+
+def test_reptile_batches_take_every_class_and_cycle_through_the_examples():
+    y = torch.cat([torch.arange(5), torch.arange(5).repeat_interleave(9)])  # 1 shot + 9 queries, class-major
+    batches = mini_batches(y, 5, 5)
+    assert [len(b) for b in batches] == [10] * 5  # Nichol's 10 of 10 shots per class, 5 steps
+    assert sorted(torch.cat(batches).tolist()) == list(range(50))  # each example once
+    assert all(sorted(y[b].tolist()) == sorted([0, 1, 2, 3, 4] * 2) for b in batches)
+    one_shot = mini_batches(torch.arange(5), 5, 50)  # test: the 5 support images every step
+    assert all(b.tolist() == [0, 1, 2, 3, 4] for b in one_shot)
+    five_shot = mini_batches(torch.arange(5).repeat_interleave(5), 5, 50)  # batches of 5, one per class
+    assert [len(b) for b in five_shot] == [5] * 50
+    assert sorted(torch.cat(five_shot[:5]).tolist()) == list(range(25))
+    assert [b.tolist() for b in mini_batches(torch.zeros(7), 0, 2)] == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_protonet_classifies_by_nearest_prototype():
@@ -267,7 +291,8 @@ def test_conv4_pooling_before_relu_is_the_usual_block():
 @pytest.mark.parametrize("batching", ["vmap", "loop"])
 def test_training_scores_before_adaptation_are_the_support_sets_and_evaluation_scores_the_query(name, batching):
     """Meta-training's pre-adaptation scores come free from the inner loop's first forward:
-    the support set at the meta-parameters. Evaluation scores the query set before and after.
+    the support set at the meta-parameters (Reptile's: support and query, its training data).
+    Evaluation scores the query set before and after.
     ProtoNets adapts nothing: the same scores both times."""
     torch.manual_seed(0)
     model = Conv4(in_channels=1, image_size=16, channels=4, out_features=None if name == "protonet" else 3).double()
@@ -276,10 +301,12 @@ def test_training_scores_before_adaptation_are_the_support_sets_and_evaluation_s
     meta = algo.init({k: v.detach() for k, v in model.named_parameters()}, cfg)
     _, train = shard_meta_grad(algo, meta, {}, tasks, problem, cfg, batching)
     evaluated = evaluate_shard(algo, meta, {}, tasks, problem, cfg, 2, batching)
-    before = {"support": [], "query": []}
+    before = {"support": [], "query": [], "episode": []}
     for i in range(3):
         for phase, scores in before.items():
-            x, y = tasks[f"{phase}_x"][i], tasks[f"{phase}_y"][i]
+            x, y = ((torch.cat([tasks["support_x"][i], tasks["query_x"][i]]),
+                     torch.cat([tasks["support_y"][i], tasks["query_y"][i]])) if phase == "episode"
+                    else (tasks[f"{phase}_x"][i], tasks[f"{phase}_y"][i]))
             outputs = algo.predict(algo.model_params(meta), {}, (tasks["support_x"][i], tasks["support_y"][i]), x, problem)
             scores.append(problem.scores(outputs, y))
     for score in ("loss", "accuracy"):
@@ -288,8 +315,8 @@ def test_training_scores_before_adaptation_are_the_support_sets_and_evaluation_s
         if name == "protonet":
             torch.testing.assert_close(train[f"pre_{score}"], train[f"post_{score}"])
             torch.testing.assert_close(evaluated[f"pre_{score}"], evaluated[f"post_{score}"])
-        else:
-            support = torch.stack([s[score] for s in before["support"]])
+        else:  # Reptile trains on the whole episode, and scores what it trains on
+            support = torch.stack([s[score] for s in before["episode" if name == "reptile" else "support"]])
             torch.testing.assert_close(train[f"pre_{score}"], support.sum())
     if name != "protonet":
         query_loss = torch.stack([s["loss"] for s in before["query"]]).sum()
