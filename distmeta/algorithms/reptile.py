@@ -37,22 +37,28 @@ def mini_batches(y: Tensor, n_classes: int, steps: int) -> list[Tensor]:
 
 class Reptile(Algorithm):
     def adapt(self, meta, buffers, support, problem, cfg, steps, start=None):
-        x, y = support
+        # No `start` outputs: the first forward sees one batch, reordered, not the support set.
+        return self._train(meta, buffers, support, problem, cfg, steps)[0]
+
+    def task_grad(self, meta, buffers, task, problem, cfg):
+        examples = (torch.cat([task["support_x"], task["query_x"]]), torch.cat([task["support_y"], task["query_y"]]))
+        adapted, first_outputs, first_x, first_y = self._train(meta, buffers, examples, problem, cfg, cfg.inner_steps)
+        # The first batch's fit before (from the first step's forward) and after training: a
+        # measure of fit, not of generalisation, for one small forward.
+        with torch.no_grad():
+            post = problem.scores(problem.forward(adapted, buffers, first_x), first_y)
+        pre = problem.scores(first_outputs, first_y)
+        return {k: (meta[k] - adapted[k]).detach() for k in meta}, pair_metrics(pre, post)
+
+    def _train(self, meta, buffers, examples, problem, cfg, steps):
+        """The trained parameters, the first step's outputs, and that step's batch."""
+        x, y = examples
         batches = mini_batches(y, problem.n_classes, steps)
 
         def loss_at(params, step):
             outputs = problem.forward(params, buffers, x[batches[step]])
             return problem.loss(outputs, y[batches[step]]), outputs.detach()
 
-        lrs = {k: cfg.inner_lr for k in meta}
-        # No `start` outputs: the first forward sees one batch, reordered, not the support set.
-        return inner_sgd(meta, lrs, loss_at, steps, True)
-
-    def task_grad(self, meta, buffers, task, problem, cfg):
-        examples = (torch.cat([task["support_x"], task["query_x"]]), torch.cat([task["support_y"], task["query_y"]]))
-        adapted = self.adapt(meta, buffers, examples, problem, cfg, cfg.inner_steps)
-        # Scored on the examples trained on: a measure of fit, not of generalisation.
-        with torch.no_grad():
-            pre, post = (problem.scores(problem.forward(p, buffers, examples[0]), examples[1])
-                         for p in (meta, adapted))
-        return {k: (meta[k] - adapted[k]).detach() for k in meta}, pair_metrics(pre, post)
+        start: dict = {}
+        adapted = inner_sgd(meta, {k: cfg.inner_lr for k in meta}, loss_at, steps, True, start)
+        return adapted, start["outputs"], x[batches[0]], y[batches[0]]

@@ -154,7 +154,7 @@ def test_reptile_gradient_is_the_step_toward_parameters_trained_on_the_whole_epi
         expected = {k: expected[k] + params[k] - adapted[k].detach() for k in params}
     for k in params:
         torch.testing.assert_close(grads[k], expected[k])
-    assert metrics["post_loss"] < metrics["pre_loss"]  # the fit of the examples trained on
+    assert metrics["post_loss"] < metrics["pre_loss"]  # the fit of the first batch trained on
 
 
 def test_reptile_batches_take_every_class_and_cycle_through_the_examples():
@@ -291,7 +291,7 @@ def test_conv4_pooling_before_relu_is_the_usual_block():
 @pytest.mark.parametrize("batching", ["vmap", "loop"])
 def test_training_scores_before_adaptation_are_the_support_sets_and_evaluation_scores_the_query(name, batching):
     """Meta-training's pre-adaptation scores come free from the inner loop's first forward:
-    the support set at the meta-parameters (Reptile's: support and query, its training data).
+    the support set at the meta-parameters (Reptile's: its first mini-batch of the episode).
     Evaluation scores the query set before and after.
     ProtoNets adapts nothing: the same scores both times."""
     torch.manual_seed(0)
@@ -304,9 +304,12 @@ def test_training_scores_before_adaptation_are_the_support_sets_and_evaluation_s
     before = {"support": [], "query": [], "episode": []}
     for i in range(3):
         for phase, scores in before.items():
-            x, y = ((torch.cat([tasks["support_x"][i], tasks["query_x"][i]]),
-                     torch.cat([tasks["support_y"][i], tasks["query_y"][i]])) if phase == "episode"
-                    else (tasks[f"{phase}_x"][i], tasks[f"{phase}_y"][i]))
+            if phase == "episode":  # Reptile's first mini-batch of the whole episode
+                y = torch.cat([tasks["support_y"][i], tasks["query_y"][i]])
+                rows = mini_batches(y, 3, cfg.inner_steps)[0]
+                x, y = torch.cat([tasks["support_x"][i], tasks["query_x"][i]])[rows], y[rows]
+            else:
+                x, y = tasks[f"{phase}_x"][i], tasks[f"{phase}_y"][i]
             outputs = algo.predict(algo.model_params(meta), {}, (tasks["support_x"][i], tasks["support_y"][i]), x, problem)
             scores.append(problem.scores(outputs, y))
     for score in ("loss", "accuracy"):
@@ -315,7 +318,7 @@ def test_training_scores_before_adaptation_are_the_support_sets_and_evaluation_s
         if name == "protonet":
             torch.testing.assert_close(train[f"pre_{score}"], train[f"post_{score}"])
             torch.testing.assert_close(evaluated[f"pre_{score}"], evaluated[f"post_{score}"])
-        else:  # Reptile trains on the whole episode, and scores what it trains on
+        else:  # Reptile trains on the whole episode and scores its first batch
             support = torch.stack([s[score] for s in before["episode" if name == "reptile" else "support"]])
             torch.testing.assert_close(train[f"pre_{score}"], support.sum())
     if name != "protonet":
