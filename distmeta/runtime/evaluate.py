@@ -77,13 +77,14 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     2M env steps."""
     check_count("--tasks", tasks, 1, MAX_TASKS)
     check_count("--workers", workers, 0, MAX_TASKS)
-    if split not in SPLITS:
+    if split not in SPLITS:  # now, before the checkpoint is read; the family's own check follows
         raise UserError(f"--split: got '{split}'; expected one of {', '.join(SPLITS)}")
     if seed < 0:
         raise UserError(f"--seed: got {seed}; expected >= 0")
     if steps is not None:
         check_count("--steps", steps, 0, MAX_STEPS)
     path, state, experiment = load_run(checkpoint, overrides)
+    experiment.family.check_split(split, "--split")
     experiment.family.check_eval_tasks(tasks, "--tasks")
     config = experiment.config
     steps = config.algorithm.steps_for_eval if steps is None else steps

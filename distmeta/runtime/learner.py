@@ -265,6 +265,7 @@ class MetaLearner:
         held-out tasks of `split`, adapted with `algorithm.eval_inner_steps` on the workers.
         The tasks come from `seed`, so every call (and every trial of a search) scores the
         same tasks."""
+        self.experiment.family.check_split(split, "validation.split")
         self.experiment.family.check_eval_tasks(tasks, "validation tasks")
         per_task = evaluate_tasks(
             self.executor, self.layout.flatten(self.meta).cpu().numpy(), split, tasks,

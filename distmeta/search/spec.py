@@ -177,6 +177,8 @@ class SearchSpec:
                 "expected at most that"
             )
         self._check_scheduler(iterations)
+        if self.validation.tasks:
+            base.family.check_split(self.validation.split, "validation.split")
         known = metric_names(base, self.validation.tasks > 0)
         if self.metric is not None and self.metric not in known:
             raise ConfigError(f"metric: got '{self.metric}'; expected one of {', '.join(known)}")

@@ -73,6 +73,11 @@ class TaskFamily(ABC):
             raise UserError(f"{flag}: got {tasks}; the family lists {count} evaluation tasks "
                             f"(task.eval_all_tasks); expected at most {count}")
 
+    def check_split(self, split: str, flag: str) -> None:
+        """Refuse a split the family does not hold out (`flag` names the input at fault)."""
+        if split not in SPLITS:
+            raise UserError(f"{flag}: got '{split}'; expected one of {', '.join(SPLITS)}")
+
     def prepare(self) -> None:
         """Load whatever is heavy (datasets). Called once in the driver, before the family
         is shipped to workers through Ray's object store. Must be idempotent."""

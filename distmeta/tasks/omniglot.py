@@ -56,6 +56,10 @@ class Omniglot(EpisodeFamily):
     172 val characters carved from the training ones, every rotation a class of its own
     (4112 / 688 / 1692 classes). `maml`: Finn et al.'s characters shuffled with seed 1 into
     1100 / 100 / 423, each drawn class turned at random."""
+    trainval: bool = False
+    """Train on the `train` and `val` characters together and hold none out for
+    validation, as Snell et al.'s published models (`run_trainval.py`): 4800 training
+    classes under `vinyals`. Validation and `--split val` are then refused."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -64,7 +68,7 @@ class Omniglot(EpisodeFamily):
                 f"task.image_size: got {self.image_size}; expected 1 to {SIDE} "
                 f"(Omniglot images are {SIDE}x{SIDE})"
             )
-        self._ids = split_ids(self.split)
+        self._ids = split_ids(self.split, self.trainval)
         self.check_episode_fits(
             {split: len(ids) for split, ids in self._ids.items()},
             DRAWERS,
@@ -88,7 +92,14 @@ class Omniglot(EpisodeFamily):
         """Official ids of the characters of `split`, in class order."""
         return self._ids[split]
 
+    def check_split(self, split: str, flag: str) -> None:
+        if split == "val" and self.trainval:
+            raise UserError(f"{flag}: got 'val'; task.trainval trains on the val characters, so none "
+                            "are held out; expected train or test, or task.trainval: false")
+        super().check_split(split, flag)
+
     def split_images(self, split: str) -> np.ndarray:
+        self.check_split(split, "split")
         if self._splits is None:
             self.prepare()
         return self._splits[split]  # type: ignore[index]  # set by prepare()

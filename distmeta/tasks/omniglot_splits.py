@@ -10,7 +10,8 @@ ones (20 alphabets), each alphabet's characters in order.
   1-1200 for training (1028 for `train` and, as Snell's `val.txt`, the 172 characters of
   five alphabets for `val`) and the remaining 423 for `test`. Every split counts each
   character's 0, 90, 180 and 270 degree rotations as classes of their own: 4112 / 688 /
-  1692 classes. (Snell's final models train on `train` + `val`, his `trainval.txt`.)
+  1692 classes. Snell's published models train on `train` + `val` (his `trainval.txt`,
+  `scripts/train/few_shot/run_trainval.py`): `trainval=True`, 4800 training classes.
 - `maml` (Finn et al. 2017, github.com/cbfinn/maml `data_generator.py`): all 1623
   characters shuffled with Python's `random.seed(1)`, then 1100 for `train`, 100 for
   `val`, the last 423 for `test`. Classes are characters; in every split each class drawn
@@ -61,16 +62,21 @@ def character_names() -> list[str]:
     return [f"{name}/character{n:02d}" for name, count in ALPHABETS for n in range(1, count + 1)]
 
 
-def split_ids(protocol: str) -> dict[str, np.ndarray]:
+def split_ids(protocol: str, trainval: bool = False) -> dict[str, np.ndarray]:
     """The official ids of the characters of `train`, `val` and `test` under `protocol`,
-    each in ascending id order (vinyals) or in the shuffled order (maml)."""
+    each in ascending id order (vinyals) or in the shuffled order (maml). `trainval`: the
+    `val` characters join `train` and there is no `val` split."""
+    if trainval:
+        held_out = split_ids(protocol)
+        train = np.concatenate([held_out["train"], held_out["val"]])  # maml: the first 1200 shuffled
+        return {"train": np.sort(train) if protocol == "vinyals" else train, "test": held_out["test"]}
     names = character_names()
     ids = np.arange(1, len(names) + 1)
     if protocol == "vinyals":
         alphabet = np.array([name.split("/")[0] for name in names])
         val = np.isin(alphabet, VINYALS_VAL_ALPHABETS)
-        trainval = ids <= VINYALS_TRAINVAL
-        return {"train": ids[trainval & ~val], "val": ids[val], "test": ids[~trainval]}
+        training = ids <= VINYALS_TRAINVAL
+        return {"train": ids[training & ~val], "val": ids[val], "test": ids[~training]}
     if protocol == "maml":
         order = sorted(range(len(names)), key=names.__getitem__)
         random.Random(MAML_SEED).shuffle(order)

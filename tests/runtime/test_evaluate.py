@@ -40,6 +40,11 @@ def test_a_run_can_be_evaluated_with_either_batch_norm(tmp_path, omniglot_dir):
     assert config.model.batch_norm == "population"  # Snell's: the preset's
     with MetaLearner(config, out_dir=tmp_path / "run") as learner:
         learner.train()
+        # The preset trains on the val characters (Snell's train + val): none are held out.
+        with pytest.raises(UserError, match=r"^validation\.split: got 'val'; task\.trainval trains on the val"):
+            learner.validate(2, "val")
+    with pytest.raises(UserError, match=r"^--split: got 'val'; task\.trainval trains on the val characters"):
+        evaluate(tmp_path / "run", tasks=4, split="val")
     scores = {bn: evaluate(tmp_path / "run", tasks=4, overrides=[f"model.batch_norm={bn}", "task.q_query=3"])
               for bn in ("population", "batch")}
     assert scores["population"]["post_adaptation"]["loss"] != scores["batch"]["post_adaptation"]["loss"]

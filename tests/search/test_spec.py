@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from distmeta.errors import ConfigError
+from distmeta.errors import ConfigError, UserError
 from distmeta.search import Distribution, load_search
 from distmeta.search.loading import search_from_dict, shipped_configs
 
@@ -133,6 +133,16 @@ def test_bad_search_configs_name_the_key(raw, overrides, message):
         spec(overrides, **raw)
     text = str(info.value)
     assert message in text and "\n" not in text
+
+
+def test_validating_on_characters_the_base_trains_on_is_refused(omniglot_dir):
+    doc = {"base": "omniglot-protonet", "fixed": {"task.data_dir": str(omniglot_dir)},
+           "search_space": {"algorithm.outer_lr": {"loguniform": [0.0001, 0.003]}},
+           "validation": {"tasks": 10, "split": "val"}}
+    with pytest.raises(UserError, match=r"^validation\.split: got 'val'; task\.trainval trains on the val"):
+        search_from_dict(doc)
+    search_from_dict({**doc, "fixed": {**doc["fixed"], "task.trainval": False}})
+    search_from_dict({**doc, "validation": {"tasks": 10, "split": "test"}})
 
 
 def test_bad_base_and_files(tmp_path):

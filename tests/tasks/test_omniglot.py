@@ -72,6 +72,27 @@ def test_each_protocols_splits_hold_every_character_once(omniglot, protocol, cha
         assert images.shape == (len(ids[split]), 20, 28, 28) and images.dtype == np.uint8
 
 
+@pytest.mark.parametrize(("protocol", "train_classes"), [("vinyals", 4800), ("maml", 1200)])
+def test_trainval_trains_on_train_and_val_and_holds_none_out(omniglot, protocol, train_classes):
+    held_out = omniglot if protocol == "vinyals" else Omniglot(data_dir=omniglot.data_dir, split=protocol)
+    family = Omniglot(data_dir=omniglot.data_dir, split=protocol, trainval=True, n_way=60)
+    train = family.character_ids("train")
+    assert sorted(train) == sorted([*held_out.character_ids("train"), *held_out.character_ids("val")])
+    assert np.array_equal(family.character_ids("test"), held_out.character_ids("test"))
+    if protocol == "vinyals":  # Snell's trainval.txt: Vinyals et al.'s 1200 training characters
+        assert np.array_equal(train, np.arange(1, 1201))
+    images = family.split_images("train")
+    assert family.class_count("train", len(images)) == train_classes
+    rows = {i: r for s in SPLITS for i, r in zip(held_out.character_ids(s), held_out.split_images(s))}
+    assert all(np.array_equal(images[n], rows[i]) for n, i in enumerate(train))
+    # Training episodes draw the val characters too.
+    drawn = {int(train[c // family.rotations("train")]) for seed in range(5)
+             for c in family.sample_indices(np.random.default_rng(seed), "train")[0]}
+    assert drawn & set(held_out.character_ids("val").tolist())
+    with pytest.raises(UserError, match=r"^split: got 'val'; task\.trainval trains on the val characters"):
+        family.sample_task(np.random.default_rng(0), "val")
+
+
 def test_maml_split_is_the_sorted_names_shuffled_with_seed_1():
     import random
 
