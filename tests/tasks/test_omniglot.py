@@ -46,14 +46,21 @@ SNELL_SPLIT_SHA256 = {
     "train": "2c896cd81ce6e265cb77cf6b6639f5413bb98cf6396cfb69e79bf3ae783f2e26",
     "val": "aa90019d0f1878f34cd74856b44f307944e08b7408d636baebccd94ba852d517",
     "test": "871120bc00230686b507e366092d9f804988354e61d5405c4008e002223f2bcc",
+    "trainval": "62d34cdcc485031005c531bd2a8f0dd8fcd177974311773eab1b29614501583c",
 }
 
 
 def test_vinyals_split_is_snells_split_files(omniglot):
     names = character_names()
+
+    def digest(ids):
+        lines = [f"{names[i - 1]}/rot{turn:03d}" for i in ids for turn in (0, 90, 180, 270)]
+        return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+
     for split in SPLITS:
-        lines = [f"{names[i - 1]}/rot{turn:03d}" for i in omniglot.character_ids(split) for turn in (0, 90, 180, 270)]
-        assert hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest() == SNELL_SPLIT_SHA256[split], split
+        assert digest(omniglot.character_ids(split)) == SNELL_SPLIT_SHA256[split], split
+    trainval = Omniglot(data_dir=omniglot.data_dir, trainval=True)
+    assert digest(trainval.character_ids("train")) == SNELL_SPLIT_SHA256["trainval"]
     assert np.array_equal(omniglot.character_ids("test"), np.arange(1201, 1624))
 
 
