@@ -102,13 +102,22 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # evaluate() checks these only after training; fail before spending the budget.
-    from distmeta.runtime.evaluate import EVAL_OVERRIDABLE
+    from distmeta.runtime.evaluate import EVAL_OVERRIDABLE, TRAINED_ON
 
     for item in args.eval_overrides:
-        if not item.startswith(EVAL_OVERRIDABLE):
-            print(f"error: --eval-set: got '{item}'; evaluation may change only task.*, "
-                  "runtime.*, rl.*, algorithm.eval_inner_steps and algorithm.inner_lr", file=sys.stderr)
+        if not item.startswith(EVAL_OVERRIDABLE) or item.startswith(TRAINED_ON):
+            print(f"error: --eval-set: got '{item}'; evaluation may change only task.* (not task.split "
+                  "or task.trainval, the classes trained on), runtime.*, rl.*, algorithm.eval_inner_steps, "
+                  "algorithm.inner_lr and model.batch_norm", file=sys.stderr)
             return 2
+    try:
+        from distmeta.experiment import build_experiment
+
+        eval_config = load_config(args.config, [*args.overrides, *args.eval_overrides])
+        build_experiment(eval_config).family.check_split(args.split, "--split")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path("runs") / (
         f"quality-{Path(args.config).stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     budget_s = args.minutes * 60 if args.minutes is not None else None

@@ -58,6 +58,9 @@ def t_quantile(p: float, df: float) -> float:
 # (for meta-RL also its sampling: rl.*).
 EVAL_OVERRIDABLE = ("task.", "runtime.", "rl.", "algorithm.eval_inner_steps=", "algorithm.inner_lr=",
                     "model.batch_norm=")
+# Task keys that say which classes training saw: changed at evaluation, a held-out split
+# could hold classes the run trained on.
+TRAINED_ON = ("task.trainval=", "task.split=")
 
 
 def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
@@ -132,6 +135,9 @@ def load_run(checkpoint: str | Path, overrides: Sequence[str] = ()) -> tuple[Pat
                 f"--set: got '{item}'; evaluation may change only task.*, runtime.*, rl.*, "
                 "algorithm.eval_inner_steps, algorithm.inner_lr and model.batch_norm"
             )
+        if item.startswith(TRAINED_ON):
+            raise UserError(f"--set: got '{item}'; which characters the run trained on is the run's, "
+                            "not evaluation's (drop it)")
     state = load_checkpoint(path)
     experiment = build_experiment(Config.from_dict(apply_overrides(state["config"], list(overrides))))
     experiment.family.prepare()

@@ -14,6 +14,7 @@ Every file is replaced atomically or appended one whole line at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -21,16 +22,34 @@ from typing import BinaryIO, TextIO
 
 import yaml
 
-from distmeta.config import Config
-from distmeta.errors import UserError
+from distmeta.config import Config, TaskConfig
+from distmeta.errors import ConfigError, UserError
 from distmeta.fileio import atomic_write, check_can_create, take_lock
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from distmeta.schema import first_difference
+from distmeta.schema import first_difference, plain
+from distmeta.tasks import resolve_family
 
 logger = logging.getLogger(__name__)
 
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = ("iterations", "num_workers", "checkpoint_every", "runtime", "task.data_dir")
+
+
+def with_family_defaults(raw: dict) -> dict:
+    """`raw` with the task options it leaves unset at the family's defaults, so that an
+    option a family gained after a run started compares equal to its default on resume."""
+    task = raw.get("task")
+    if not isinstance(task, dict):
+        return raw
+    try:
+        family = resolve_family(task.get("family", TaskConfig.family))
+    except ConfigError:
+        return raw  # the resumed config names the family it cannot build
+    if not dataclasses.is_dataclass(family):
+        return raw
+    defaults = {f.name: f.default for f in dataclasses.fields(family)
+                if f.init and f.default is not dataclasses.MISSING}
+    return {**raw, "task": {**plain(defaults), **task}}
 
 
 class RunDirectory:
@@ -92,7 +111,8 @@ class RunDirectory:
         return saved
 
     def _check_same(self, saved: dict, config: Config) -> None:
-        diff = first_difference(saved, config.to_dict(), ignore=RESUMABLE_CHANGES)
+        diff = first_difference(with_family_defaults(saved), with_family_defaults(config.to_dict()),
+                                ignore=RESUMABLE_CHANGES)
         if diff is not None:
             key, was, current = diff
             raise UserError(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from distmeta.config import Config
-from distmeta.errors import ConfigError
+from distmeta.errors import ConfigError, UserError
 from distmeta.experiment import Experiment, build_experiment
 from distmeta.loading import read_yaml, set_dotted
 from distmeta.schema import positive
@@ -165,6 +165,8 @@ class SearchSpec:
         base = self._checked_base()
         self._base: Experiment  # declared for type checkers; frozen, so set as below
         object.__setattr__(self, "_base", base)  # derived, not a field: what objective() reads
+        if self.validation.tasks:
+            base.family.check_split(self.validation.split, "validation.split")
         for key, dist in space.items():
             for value in dist.extremes():
                 self._check_trial({key: value}, where=f"search_space.{key}")
@@ -177,8 +179,6 @@ class SearchSpec:
                 "expected at most that"
             )
         self._check_scheduler(iterations)
-        if self.validation.tasks:
-            base.family.check_split(self.validation.split, "validation.split")
         known = metric_names(base, self.validation.tasks > 0)
         if self.metric is not None and self.metric not in known:
             raise ConfigError(f"metric: got '{self.metric}'; expected one of {', '.join(known)}")
@@ -200,8 +200,10 @@ class SearchSpec:
         """Raise, naming `where`, unless a trial with these values builds."""
         config = self.train_config(values, where)
         try:
-            build_experiment(config)
-        except ConfigError as exc:
+            experiment = build_experiment(config)
+            if self.validation.tasks:
+                experiment.family.check_split(self.validation.split, "validation.split")
+        except UserError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
     def _check_scheduler(self, iterations: int) -> None:

@@ -95,11 +95,11 @@ class Omniglot(EpisodeFamily):
     def check_split(self, split: str, flag: str) -> None:
         if split == "val" and self.trainval:
             raise UserError(f"{flag}: got 'val'; task.trainval trains on the val characters, so none "
-                            "are held out; expected train or test, or task.trainval: false")
+                            "are held out; expected train or test (a run to validate on val trains with task.trainval: false)")
         super().check_split(split, flag)
 
     def split_images(self, split: str) -> np.ndarray:
-        self.check_split(split, "split")
+        self.check_split(split, "the split sampled")
         if self._splits is None:
             self.prepare()
         return self._splits[split]  # type: ignore[index]  # set by prepare()

@@ -65,7 +65,8 @@ def character_names() -> list[str]:
 def split_ids(protocol: str, trainval: bool = False) -> dict[str, np.ndarray]:
     """The official ids of the characters of `train`, `val` and `test` under `protocol`,
     each in ascending id order (vinyals) or in the shuffled order (maml). `trainval`: the
-    `val` characters join `train` and there is no `val` split."""
+    `val` characters join `train` (1200 characters under either protocol) and there is no
+    `val` split."""
     if trainval:
         held_out = split_ids(protocol)
         train = np.concatenate([held_out["train"], held_out["val"]])  # maml: the first 1200 shuffled

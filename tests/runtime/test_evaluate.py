@@ -45,6 +45,9 @@ def test_a_run_can_be_evaluated_with_either_batch_norm(tmp_path, omniglot_dir):
             learner.validate(2, "val")
     with pytest.raises(UserError, match=r"^--split: got 'val'; task\.trainval trains on the val characters"):
         evaluate(tmp_path / "run", tasks=4, split="val")
+    for item in ("task.trainval=false", "task.split=maml"):  # val (or maml's test) holds trained-on classes
+        with pytest.raises(UserError, match=rf"^--set: got '{item}'; which characters the run trained on"):
+            evaluate(tmp_path / "run", tasks=4, split="val", overrides=[item])
     scores = {bn: evaluate(tmp_path / "run", tasks=4, overrides=[f"model.batch_norm={bn}", "task.q_query=3"])
               for bn in ("population", "batch")}
     assert scores["population"]["post_adaptation"]["loss"] != scores["batch"]["post_adaptation"]["loss"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import train
 
+from distmeta.config import Config
 from distmeta.errors import DivergedError, RunError, UserError
 from distmeta.runtime import MetaLearner, split_shards
 from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
@@ -156,6 +157,21 @@ def test_run_directory_errors(tmp_path, sine_config):
         MetaLearner(sine_config(iterations=1), out_dir=tmp_path, resume=True)
     with pytest.raises(UserError, match=r"^--resume: no checkpoint in "):
         MetaLearner(sine_config(), out_dir=tmp_path / "empty", resume=True)
+
+
+def test_a_task_option_unset_in_the_run_resumes_at_its_default(tmp_path):
+    """A run's config.yaml lists the task options it was given; an option left out (as one a
+    family gained after the run started) is the family's default when a resume compares."""
+    from helpers import sine_raw
+
+    def config(**task):
+        return Config.from_dict(sine_raw(iterations=4, task={"family": "sinusoid", "k_support": 5, **task}))
+
+    MetaLearner(config(), out_dir=tmp_path).train()  # k_query unset: the default, 10
+    with pytest.raises(UserError, match=r"^--resume: config key 'task.k_query' is 7 but the run in .* used 10"):
+        MetaLearner(config(k_query=7), out_dir=tmp_path, resume=True)
+    with MetaLearner(config(k_query=10), out_dir=tmp_path, resume=True) as learner:
+        assert learner.iteration == 4
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, sine_config):

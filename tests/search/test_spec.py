@@ -142,6 +142,9 @@ def test_validating_on_characters_the_base_trains_on_is_refused(omniglot_dir):
     with pytest.raises(UserError, match=r"^validation\.split: got 'val'; task\.trainval trains on the val"):
         search_from_dict(doc)
     search_from_dict({**doc, "fixed": {**doc["fixed"], "task.trainval": False}})
+    searched = {**doc["search_space"], "task.trainval": {"choice": [False, True]}}
+    with pytest.raises(ConfigError, match=r"^search_space.task.trainval: validation\.split: got 'val'; task\.trainval"):
+        search_from_dict({**doc, "fixed": {**doc["fixed"], "task.trainval": False}, "search_space": searched})
     search_from_dict({**doc, "validation": {"tasks": 10, "split": "test"}})
 
 

@@ -96,7 +96,7 @@ def test_trainval_trains_on_train_and_val_and_holds_none_out(omniglot, protocol,
     drawn = {int(train[c // family.rotations("train")]) for seed in range(5)
              for c in family.sample_indices(np.random.default_rng(seed), "train")[0]}
     assert drawn & set(held_out.character_ids("val").tolist())
-    with pytest.raises(UserError, match=r"^split: got 'val'; task\.trainval trains on the val characters"):
+    with pytest.raises(UserError, match=r"^the split sampled: got 'val'; task\.trainval trains on the val characters"):
         family.sample_task(np.random.default_rng(0), "val")
 
 
