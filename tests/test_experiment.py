@@ -47,6 +47,8 @@ def test_omniglot_options_are_checked_before_any_data_loads(omniglot_dir, tmp_pa
         build("omniglot-maml", f"task.data_dir={tmp_path / 'none'}")
     with pytest.raises(ConfigError, match=r"^task.split: got 'finn'; expected one of: vinyals, maml$"):
         build("omniglot-maml", base, "task.split=finn")
+    with pytest.raises(ConfigError, match=r"^task.resize: got 'lanczos'; expected one of: area, nearest$"):
+        build("omniglot-maml", base, "task.resize=lanczos")
     with pytest.raises(ConfigError, match=r"^model.name: conv4 needs square images of at least 16 x 16"):
         build("omniglot-maml", base, "task.image_size=12")
     # Building reads no data: damaged files are found only by prepare(), in the driver.

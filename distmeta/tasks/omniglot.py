@@ -41,8 +41,8 @@ class Omniglot(EpisodeFamily):
     """N-way K-shot episodes of handwritten characters: 1623 characters x 20 drawers.
 
     Characters are split into meta-train, meta-val and meta-test by `split`, a protocol of
-    the papers (see `omniglot_splits.py`). Images are area-averaged from 105x105 to
-    `image_size`.
+    the papers (see `omniglot_splits.py`). Images are shrunk from 105x105 to
+    `image_size` by `resize`.
     """
 
     data_dir: str = field(default_factory=lambda: os.environ.get("DISTMETA_OMNIGLOT", "data/omniglot"))
@@ -51,6 +51,12 @@ class Omniglot(EpisodeFamily):
     `python/`), or those zips extracted. Unset: $DISTMETA_OMNIGLOT, else data/omniglot."""
     image_size: int = 28
     """Side of the square images fed to the model (1 to 105)."""
+    resize: Literal["area", "nearest"] = "area"
+    """How images are shrunk to `image_size`. `area`: each pixel the ink fraction of its
+    area, in grey levels. `nearest`: the original pixel nearest each pixel's centre, ink or
+    paper, pixel for pixel what Snell et al.'s and Finn et al.'s loaders feed their models:
+    both resize the 1-bit PNGs with PIL, which resizes 1-bit images by nearest neighbour
+    whatever filter is asked (Finn's asks for LANCZOS)."""
     split: Literal["vinyals", "maml"] = "vinyals"
     """`vinyals`: Vinyals et al.'s 1200 training / 423 test characters with Snell et al.'s
     172 val characters carved from the training ones, every rotation a class of its own
@@ -112,7 +118,7 @@ class Omniglot(EpisodeFamily):
             return
         suffix = self._suffix()
         sources = [Path(self.data_dir).expanduser() / (name + suffix) for name in PARTS]
-        cache = cache_file(sources, self.image_size)
+        cache = cache_file(sources, self.image_size, self.resize)
         expected = (sum(PARTS.values()), DRAWERS, self.image_size, self.image_size)
         if cache is not None and cache.is_file():
             try:
@@ -124,7 +130,7 @@ class Omniglot(EpisodeFamily):
                 pass  # a damaged cache file is rebuilt below
         first, parts = 1, []
         for path, count in zip(sources, PARTS.values()):
-            parts.append(_resize(_read_part(path, first, count), self.image_size))
+            parts.append(_resize(_read_part(path, first, count), self.image_size, self.resize))
             first += count
         images = np.concatenate(parts)
         self._keep(images)
@@ -155,9 +161,9 @@ class Omniglot(EpisodeFamily):
                           "DISTMETA_OMNIGLOT; the zips: github.com/brendenlake/omniglot, python/)")
 
 
-def cache_file(sources: list[Path], image_size: int) -> Path | None:
+def cache_file(sources: list[Path], image_size: int, resize: str) -> Path | None:
     """Where the resized images of these source files are cached: a file named by the
-    sources' paths, sizes and modification times and the image size, in distmeta's cache
+    sources' paths, sizes and modification times and the image size and resize, in distmeta's cache
     folder (`distmeta_envs.cache.cache_folder`). None for extracted folders, which are not
     cached, or when caching is off."""
     folder = cache_folder()
@@ -167,7 +173,7 @@ def cache_file(sources: list[Path], image_size: int) -> Path | None:
     for path in sources:
         stat = path.stat()
         key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
-    return folder / f"omniglot-{image_size}-{key.hexdigest()[:16]}.npy"
+    return folder / f"omniglot-{image_size}-{resize}-{key.hexdigest()[:16]}.npy"
 
 
 def read_omniglot_pngs(root: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -246,8 +252,13 @@ def _read_part(path: Path, first_id: int, count: int) -> np.ndarray:
     return images
 
 
-def _resize(paper: np.ndarray, size: int) -> np.ndarray:
-    """Area-averaged ink as uint8 (…, size, size), 0 paper to 255 ink, from paper masks."""
+def _resize(paper: np.ndarray, size: int, method: str) -> np.ndarray:
+    """Ink as uint8 (…, size, size), 0 paper to 255 ink, from paper masks, shrunk by
+    `method` (`Omniglot.resize`)."""
+    if method == "nearest":
+        # PIL's nearest neighbour: output pixel i samples the original pixel under its centre.
+        nearest = ((np.arange(size) + 0.5) * SIDE / size).astype(np.intp)
+        return np.where(paper[..., nearest[:, None], nearest], 0, 255).astype(np.uint8)
     flat = torch.from_numpy(paper.reshape(-1, 1, SIDE, SIDE))
     out = torch.empty((len(flat), 1, size, size), dtype=torch.uint8)
     for start in range(0, len(flat), _RESIZE_CHUNK):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -138,6 +139,34 @@ def test_split_rows_are_the_characters_by_id_area_averaged(omniglot, paper):
             got = omniglot.split_images(split)[row]
             assert np.array_equal(got, expected.round().to(torch.uint8).numpy())
             assert got.max() == 255 and (got == 0).mean() > 0.5  # ink on paper
+
+
+def test_nearest_resize_is_what_the_papers_loaders_feed_their_models(omniglot_dir):
+    """Snell et al.'s loader opens each PNG with PIL, turns it, then resizes it; Finn et
+    al.'s script resizes with LANCZOS, which PIL replaces by nearest for 1-bit images."""
+    family = Omniglot(data_dir=str(omniglot_dir), resize="nearest")
+    ids = {split: list(family.character_ids(split)) for split in SPLITS}
+    checked = 0
+    with zipfile.ZipFile(omniglot_dir / "images_background_small1.zip") as archive:
+        for entry in archive.namelist()[::37]:
+            match = re.search(r"(\d+)_(\d+)\.png$", entry)
+            if not match:
+                continue
+            char, drawer = int(match[1]), int(match[2])
+            split = next(split for split in SPLITS if char in ids[split])
+            ours = family.split_images(split)[ids[split].index(char), drawer - 1]
+            png = Image.open(io.BytesIO(archive.read(entry)))
+            assert png.mode == "1"
+            for turns in range(4):
+                snell = np.asarray(png.rotate(90 * turns).resize((28, 28)))
+                finn = np.asarray(png.rotate(90 * turns).resize((28, 28), resample=Image.LANCZOS))
+                assert np.array_equal(np.rot90(ours, turns), np.where(snell, 0, 255))
+                assert np.array_equal(snell, finn)
+            checked += 1
+    assert checked >= 20
+    assert set(np.unique(ours)) == {0, 255}  # ink or paper, no grey
+    area = Omniglot(data_dir=str(omniglot_dir)).split_images(split)[ids[split].index(char), drawer - 1]
+    assert not np.array_equal(ours, area)
 
 
 def test_no_image_is_in_two_splits_even_rotated(omniglot):
@@ -385,4 +414,7 @@ def test_resized_images_are_cached_and_rebuilt_when_the_data_changes(omniglot_di
     unwritable.prepare()
     assert np.array_equal(unwritable.split_images("val"), decoded.split_images("val"))
     monkeypatch.setenv("DISTMETA_CACHE_DIR", "")
-    assert module.cache_file([data / "images_background.npz"], 28) is None
+    assert module.cache_file([data / "images_background.npz"], 28, "area") is None
+    monkeypatch.setenv("DISTMETA_CACHE_DIR", str(cache))
+    sources = [data / "images_background.npz", data / "images_evaluation.npz"]
+    assert module.cache_file(sources, 28, "area") != module.cache_file(sources, 28, "nearest")
