@@ -56,7 +56,8 @@ class Omniglot(EpisodeFamily):
     area, in grey levels. `nearest`: the original pixel nearest each pixel's centre, ink or
     paper, pixel for pixel what Snell et al.'s and Finn et al.'s loaders feed their models:
     both resize the 1-bit PNGs with PIL, which resizes 1-bit images by nearest neighbour
-    whatever filter is asked (Finn's asks for LANCZOS)."""
+    whatever filter is asked (Finn's asks for LANCZOS). `area` is the default because it
+    trained better in the one A/B run (BENCHMARKS.md, "ProtoNets: the images' resizing")."""
     split: Literal["vinyals", "maml"] = "vinyals"
     """`vinyals`: Vinyals et al.'s 1200 training / 423 test characters with Snell et al.'s
     172 val characters carved from the training ones, every rotation a class of its own
