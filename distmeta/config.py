@@ -65,6 +65,11 @@ class ModelConfig:
     BatchNorm's batch statistics averaged over 100 training-split episodes at the evaluated
     meta-parameters (non-transductive, as Snell et al.'s ProtoNets, whose running averages
     estimate the same quantity during training)."""
+    batch_norm_init: Literal["ones", "uniform"] = "ones"
+    """The initial scale (weight) of Conv4's BatchNorms. `ones`: PyTorch's since 1.2.
+    `uniform`: drawn from U(0, 1), PyTorch's before 1.2 (pytorch/pytorch#12259), so the
+    one Snell et al.'s ProtoNets started from (their code ran on PyTorch 0.4). Drawn after
+    every other parameter, so the rest of the initialisation is the same for a given seed."""
 
     def __post_init__(self):
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):

@@ -118,6 +118,9 @@ def build_experiment(config: Config) -> Experiment:
         if config.model.batch_norm != "batch":
             raise ConfigError("model.batch_norm: population is for Conv4's BatchNorm; a meta-RL "
                               "policy has none: remove it")
+        if config.model.batch_norm_init != "ones":
+            raise ConfigError(f"model.batch_norm_init: {config.model.batch_norm_init} is for Conv4's "
+                              "BatchNorm; a meta-RL policy has none: remove it")
         return Experiment(config, family, ALGORITHMS[name], RLShardRunner)
     if config.rl != RLConfig():
         changed = next(f.name for f in dataclasses.fields(RLConfig)

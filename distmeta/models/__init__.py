@@ -59,7 +59,8 @@ class Conv4(nn.Module):
     preferred_batching = "loop"
 
     def __init__(self, in_channels: int, image_size: int, channels: int, out_features: int | None,
-                 downsample: str = "maxpool", population_stats: bool = False):
+                 downsample: str = "maxpool", population_stats: bool = False,
+                 batch_norm_init: str = "ones"):
         super().__init__()
         # With `population_stats` (the test-time model of `model.batch_norm: population`,
         # used in eval mode) each BatchNorm normalises with statistics given as buffers.
@@ -83,6 +84,11 @@ class Conv4(nn.Module):
         self.body = nn.Sequential(*blocks, nn.Flatten())
         self.embedding_dim = channels * max(size, 1) ** 2
         self.head = nn.Linear(self.embedding_dim, out_features) if out_features else None
+        if batch_norm_init == "uniform":
+            # Last, so that every other parameter is drawn as with `ones` for the same seed.
+            for layer in self.body:
+                if isinstance(layer, nn.BatchNorm2d):
+                    nn.init.uniform_(layer.weight)
 
     def forward(self, x):
         z = self.body(x)
@@ -107,8 +113,12 @@ def make_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_features: int
                 f"model.name: conv4 needs square images of at least 16 x 16 (four 2x poolings); "
                 f"the task gives {input_shape[1]} x {input_shape[2]}"
             )
-        return Conv4(input_shape[0], input_shape[1], cfg.channels, out_features, cfg.downsample, population_stats)
+        return Conv4(input_shape[0], input_shape[1], cfg.channels, out_features, cfg.downsample, population_stats,
+                     cfg.batch_norm_init)
     if cfg.batch_norm == "population":
         raise ConfigError("model.batch_norm: population needs a model with BatchNorm (conv4); "
                           "the model is an MLP: set model.batch_norm=batch")
+    if cfg.batch_norm_init != "ones":
+        raise ConfigError(f"model.batch_norm_init: {cfg.batch_norm_init} needs a model with BatchNorm "
+                          "(conv4); the model is an MLP: remove it")
     return MLP(math.prod(input_shape), cfg.hidden_sizes, out_features)
