@@ -15,7 +15,7 @@ def _initial(omniglot_dir, *overrides):
 
 
 def test_uniform_batch_norm_init_draws_only_the_batch_norm_scales(omniglot_dir):
-    ones = _initial(omniglot_dir)
+    ones = _initial(omniglot_dir, "model.batch_norm_init=ones")
     uniform = _initial(omniglot_dir, "model.batch_norm_init=uniform")
     scales = [k for k in ones if k.startswith("body.") and k.endswith(".weight") and ones[k].dim() == 1]
     assert len(scales) == 4
@@ -25,7 +25,7 @@ def test_uniform_batch_norm_init_draws_only_the_batch_norm_scales(omniglot_dir):
             assert 0 <= uniform[k].min() and uniform[k].max() < 1 and uniform[k].std() > 0.1
         else:  # convolutions and shifts: drawn as without the option
             assert torch.equal(ones[k], uniform[k]), k
-    again = _initial(omniglot_dir, "model.batch_norm_init=uniform")
+    again = _initial(omniglot_dir)  # the preset's: Snell's (PyTorch 0.4's) initialisation
     assert all(torch.equal(uniform[k], again[k]) for k in uniform)  # a function of the seed
     other_seed = _initial(omniglot_dir, "model.batch_norm_init=uniform", "seed=1")
     assert not torch.equal(uniform[scales[0]], other_seed[scales[0]])
