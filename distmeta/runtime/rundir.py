@@ -35,9 +35,15 @@ logger = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("iterations", "num_workers", "checkpoint_every", "runtime", "task.data_dir")
 
 
-def with_family_defaults(raw: dict) -> dict:
-    """`raw` with the task options it leaves unset at the family's defaults, so that an
-    option a family gained after a run started compares equal to its default on resume."""
+def with_defaults(raw: dict) -> dict:
+    """`raw` with the keys it leaves unset at their defaults (the config's, and the task
+    family's for task options), so that a key distmeta or a family gained after a run
+    started compares equal to its default on resume: new keys default to the old behaviour."""
+    defaults = Config().to_dict()
+    raw = {**{k: v for k, v in defaults.items() if k != "task"}, **raw}
+    for section, values in defaults.items():
+        if section != "task" and isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section] = {**values, **raw[section]}
     task = raw.get("task")
     if not isinstance(task, dict):
         return raw
@@ -111,7 +117,7 @@ class RunDirectory:
         return saved
 
     def _check_same(self, saved: dict, config: Config) -> None:
-        diff = first_difference(with_family_defaults(saved), with_family_defaults(config.to_dict()),
+        diff = first_difference(with_defaults(saved), with_defaults(config.to_dict()),
                                 ignore=RESUMABLE_CHANGES)
         if diff is not None:
             key, was, current = diff

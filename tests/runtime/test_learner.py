@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from helpers import train
 
 from distmeta.config import Config
@@ -172,6 +173,23 @@ def test_a_task_option_unset_in_the_run_resumes_at_its_default(tmp_path):
         MetaLearner(config(k_query=7), out_dir=tmp_path, resume=True)
     with MetaLearner(config(k_query=10), out_dir=tmp_path, resume=True) as learner:
         assert learner.iteration == 4
+
+
+def test_a_config_key_the_run_predates_resumes_at_its_default(tmp_path, sine_config):
+    """A run started before distmeta gained a key (its saved config lacks it) ran with that
+    key's default: resuming with the default works, with another value names the key."""
+    with MetaLearner(sine_config(iterations=4, checkpoint_every=100), out_dir=tmp_path) as learner:
+        learner.step()  # no checkpoint yet: the resume compares the run's config.yaml
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["algorithm"]["grad_clip"]
+    del saved["model"]["channels"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match=r"^--resume: config key 'algorithm.grad_clip' is 1.0 but the run in .* used None"):
+        MetaLearner(sine_config(iterations=4, **{"algorithm.grad_clip": 1.0}), out_dir=tmp_path, resume=True)
+    with pytest.raises(UserError, match=r"^--resume: config key 'model.channels' is 8 but the run in .* used 64"):
+        MetaLearner(sine_config(iterations=4, **{"model.channels": 8}), out_dir=tmp_path, resume=True)
+    with MetaLearner(sine_config(iterations=4, checkpoint_every=100), out_dir=tmp_path, resume=True) as learner:
+        assert learner.iteration == 0
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, sine_config):
