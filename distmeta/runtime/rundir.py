@@ -40,9 +40,10 @@ def with_defaults(raw: dict) -> dict:
     family's for task options), so that a key distmeta or a family gained after a run
     started compares equal to its default on resume: new keys default to the old behaviour."""
     defaults = Config().to_dict()
-    raw = {**{k: v for k, v in defaults.items() if k != "task"}, **raw}
+    del defaults["task"]  # a family's options have the family's defaults, below
+    raw = {**defaults, **raw}
     for section, values in defaults.items():
-        if section != "task" and isinstance(values, dict) and isinstance(raw.get(section), dict):
+        if isinstance(values, dict) and isinstance(raw[section], dict):
             raw[section] = {**values, **raw[section]}
     task = raw.get("task")
     if not isinstance(task, dict):
