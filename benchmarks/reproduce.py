@@ -6,6 +6,7 @@
     python3 benchmarks/reproduce.py protonet-1shot --eval-only          # evaluate it again
     python3 benchmarks/reproduce.py --table                             # BENCHMARKS.md's rows
     python3 benchmarks/reproduce.py --curves                            # their learning curves
+    python3 benchmarks/reproduce.py protonet-1shot --root B --against A # an A/B, paired by task
 
 Each row trains one preset in `ROOT/NAME` (default runs/reproduce/NAME) until its
 iterations or the `--minutes` of this part, whichever comes first; `--resume` continues
@@ -15,6 +16,11 @@ time, iterations and learning curve) and, after each part, the evaluation of the
 published setting of the row: 600 test tasks (the papers' count), mean accuracy and its
 Student-t 95% interval. A row whose training has not reached the preset's iterations says
 so: its number is a budgeted one, never an extrapolation.
+
+`--against A` scores the row's newest checkpoints under `--root` (B) and under A on the
+same test tasks and prints, per setting, B - A per task: its mean and Student-t 95%
+interval, narrower than the two scores' own intervals, which include which tasks were
+drawn. It trains nothing and changes no record.
 """
 
 from __future__ import annotations
@@ -170,6 +176,32 @@ def run_part(name: str, args) -> dict:
     return record
 
 
+def compare(name: str, args) -> str:
+    """The `--against` table: row `name` under args.against (A) and args.root (B), each
+    setting scored on the same tasks, and B - A paired by task."""
+    from distmeta.runtime.evaluate import evaluate, summarise
+
+    runs = [Path(args.against) / name, Path(args.root) / name]
+    for run in runs:
+        if not (run / "reproduce.json").is_file():
+            raise SystemExit(f"error: --against: {run} holds no trained part of {name}; train it first")
+    header = ("| setting | A (iteration) | B (iteration) | B - A, paired: mean ± 95% t (tasks) | "
+              "tasks B better / worse / tied |")
+    lines = [f"A = {runs[0]}, B = {runs[1]}", header, "|---|---|---|---|---|"]
+    for setting in ROWS[name].settings:
+        tasks = setting.tasks or args.eval_tasks
+        scored = [evaluate(run, tasks=tasks, overrides=[*setting.overrides, *args.eval_overrides],
+                           workers=args.eval_workers, per_task=True) for run in runs]
+        a, b = (s["per_task"][f"post_{setting.metric}"] for s in scored)
+        shown = {"metric": setting.metric, "tasks": tasks}
+        texts = [f"{score_text({**shown, **s['post_adaptation'][setting.metric]})} ({s['iteration']})"
+                 for s in scored]
+        gap = score_text({**shown, **summarise(b - a)})
+        lines.append(f"| {setting.label} | {texts[0]} | {texts[1]} | {gap} | "
+                     f"{int((b > a).sum())} / {int((b < a).sum())} / {int((b == a).sum())} |")
+    return "\n".join(lines)
+
+
 def table(root: Path) -> str:
     """BENCHMARKS.md's reproduction table from every row's record under `root`."""
     header = ("| setting | method (row) | published | source | ours: mean ± 95% t half-width (tasks) | "
@@ -228,6 +260,8 @@ def main(argv=None) -> int:
                         help="evaluate the row's newest checkpoint again, without training")
     parser.add_argument("--eval-workers", type=int, default=0,
                         help="evaluate on N Ray workers (default 0: in this process)")
+    parser.add_argument("--against", metavar="ROOT",
+                        help="score the row under ROOT and under --root on the same tasks; print the paired gap")
     parser.add_argument("--table", action="store_true", help="print the reproduction table of every row")
     parser.add_argument("--curves", action="store_true",
                         help="print each trained row's learning curve (training post-adaptation score)")
@@ -246,6 +280,17 @@ def main(argv=None) -> int:
         return 2
     from distmeta.errors import UserError
 
+    if args.against is not None:
+        if args.resume or args.eval_only or args.minutes is not None or args.overrides:
+            print("error: --against: compares trained runs; drop --resume, --eval-only, --minutes and --set",
+                  file=sys.stderr)
+            return 2
+        try:
+            print(compare(args.name, args))
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         record = run_part(args.name, args)
     except UserError as exc:

@@ -65,7 +65,8 @@ TRAINED_ON = ("task.trainval=", "task.split=")
 
 def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
              steps: int | None = None, overrides: Sequence[str] = (), seed: int = 0,
-             on_progress: Callable[[int, int], None] | None = None, workers: int = 0) -> dict:
+             on_progress: Callable[[int, int], None] | None = None, workers: int = 0,
+             per_task: bool = False) -> dict:
     """Adapt the checkpoint's meta-parameters to `tasks` tasks of `split` with `steps` inner
     steps (default: the config's `algorithm.eval_inner_steps`) and report the pre- and
     post-adaptation query loss (and accuracy for classification) as mean and ci95.
@@ -77,7 +78,8 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     `on_progress(done, tasks)` hears as the tasks are scored. `workers` > 0 scores them on
     that many Ray workers (the Ray already up, else a local one started and stopped here;
     the same scores as in this process, where 0 scores them): Meta-World's ML10 test takes
-    2M env steps."""
+    2M env steps. `per_task` adds each task's scores (`per_task`: `post_accuracy` etc., in
+    task order), for paired comparisons of two checkpoints on the same tasks."""
     check_count("--tasks", tasks, 1, MAX_TASKS)
     check_count("--workers", workers, 0, MAX_TASKS)
     if split not in SPLITS:  # now, before the checkpoint is read; the family's own check follows
@@ -105,8 +107,8 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     executor = start_executor(experiment) if workers else InProcess(experiment.make_runner())
     try:
         meta = FlatLayout(state["meta_params"]).flatten(state["meta_params"]).numpy()
-        per_task = evaluate_tasks(executor, meta, split, tasks, experiment.config.shard_size, steps, seed,
-                                  on_progress=on_progress)
+        scores = evaluate_tasks(executor, meta, split, tasks, experiment.config.shard_size, steps, seed,
+                                on_progress=on_progress)
     finally:
         executor.close()
         if started_ray:  # a Ray this call started; one the caller had stays up
@@ -119,8 +121,10 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
     for phase in ("pre", "post"):
         result[f"{phase}_adaptation"] = {
             k.removeprefix(phase + "_"): summarise(v)
-            for k, v in per_task.items() if k.startswith(phase + "_")
+            for k, v in scores.items() if k.startswith(phase + "_")
         }
+    if per_task:
+        result["per_task"] = scores
     return result
 
 

@@ -101,3 +101,34 @@ def test_the_meta_world_row_scores_every_held_out_task_by_success(tmp_path, caps
     assert 0 <= result["mean"] <= 1
     table = reproduce("--table", "--root", tmp_path).stdout
     assert f"| success {100 * result['mean']:.1f} ± {100 * (result['ci95'] or 0):.1f} % (250) | 1 / 1 |" in table
+
+
+def test_against_pairs_two_runs_task_by_task(tmp_path, omniglot_dir, capsys):
+    small = ["--set", f"task.data_dir={omniglot_dir}", "--set", "model.channels=8", "--set", "task.n_way=10",
+             "--set", "iterations=1", "--eval-tasks", "4"]
+    for seed in (0, 1):
+        code, stderr = reproduce_here(capsys, "protonet-1shot", "--set", f"seed={seed}", *small,
+                                      "--root", tmp_path / f"seed{seed}")
+        assert code == 0, stderr[-2000:]
+    records = [json.loads((tmp_path / f"seed{s}" / "protonet-1shot" / "reproduce.json").read_text())
+               for s in (0, 1)]
+    compared = reproduce("protonet-1shot", "--root", tmp_path / "seed1", "--against", tmp_path / "seed0",
+                         "--eval-tasks", "4")
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    rows = [line.split(" | ") for line in compared.stdout.splitlines() if line.startswith("| Omniglot")]
+    assert [r[0] for r in rows] == ["| Omniglot 5-way 1-shot", "| Omniglot 20-way 1-shot"]
+    for row, a, b in zip(rows, records[0]["results"], records[1]["results"], strict=True):
+        # each side is its own record's score: the same tasks as reproduce.py's evaluation
+        assert row[1] == f"{100 * a['mean']:.2f} ± {100 * a['ci95']:.2f} % (4) (1)"
+        assert row[2] == f"{100 * b['mean']:.2f} ± {100 * b['ci95']:.2f} % (4) (1)"
+        assert row[3].startswith(f"{100 * (b['mean'] - a['mean']):.2f} ± ")
+        assert sum(map(int, row[4].rstrip(" |").split(" / "))) == 4
+    assert compared.stdout.splitlines()[0] == (f"A = {tmp_path / 'seed0' / 'protonet-1shot'}, "
+                                               f"B = {tmp_path / 'seed1' / 'protonet-1shot'}")
+
+
+def test_against_refuses_a_missing_run_and_training_flags(tmp_path, capsys):
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--root", tmp_path / "b", "--against", tmp_path / "a")
+    assert code == 1 and f"error: --against: {tmp_path / 'a' / 'protonet-1shot'} holds no trained part" in stderr
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--against", tmp_path / "a", "--resume")
+    assert code == 2 and "error: --against: compares trained runs; drop --resume" in stderr
