@@ -19,8 +19,9 @@ so: its number is a budgeted one, never an extrapolation.
 
 `--against A` scores the row's newest checkpoints under `--root` (B) and under A on the
 same test tasks and prints, per setting, B - A per task: its mean and Student-t 95%
-interval, narrower than the two scores' own intervals, which include which tasks were
-drawn. It trains nothing and changes no record.
+interval (narrower than the two scores' own intervals when the runs agree on which tasks
+are hard, as two runs of a row do; those include which tasks were drawn). It trains
+nothing and changes no record.
 """
 
 from __future__ import annotations
