@@ -7,21 +7,30 @@
     python3 benchmarks/reproduce.py --table                             # BENCHMARKS.md's rows
     python3 benchmarks/reproduce.py --curves                            # their learning curves
     python3 benchmarks/reproduce.py protonet-1shot --root B --against A # an A/B, paired by task
+    python3 benchmarks/reproduce.py protonet-1shot --keep benchmarks/records/kept   # a resumable copy
 
 Each row trains one preset in `ROOT/NAME` (default runs/reproduce/NAME) until its
 iterations or the `--minutes` of this part, whichever comes first; `--resume` continues
 where the last part stopped (the run's own checkpoints, so the result is the one an
 uninterrupted run gives). `ROOT/NAME/reproduce.json` accumulates the parts (their wall
-time, iterations and learning curve) and, after each part, the evaluation of the newest checkpoint on every
-published setting of the row: 600 test tasks (the papers' count), mean accuracy and its
-Student-t 95% interval. A row whose training has not reached the preset's iterations says
-so: its number is a budgeted one, never an extrapolation.
+time, iterations and learning curve) and, after each part, the evaluation of the newest
+checkpoint on every published setting of the row: the paper's count of test tasks (600,
+Finn et al.'s; 1000, Snell et al.'s), mean accuracy and its Student-t 95% interval. A row
+whose training has not reached the preset's iterations says so: its number is a budgeted
+one, never an extrapolation.
 
 `--against A` scores the row's newest checkpoints under `--root` (B) and under A on the
 same test tasks and prints, per setting, B - A per task: its mean and Student-t 95%
 interval (narrower than the two scores' own intervals when the runs agree on which tasks
 are hard, as two runs of a row do; those include which tasks were drawn). It trains
 nothing and changes no record.
+
+`--keep DIR` copies what `--resume` needs of the row's run (its record, config and newest
+checkpoint; not the metrics lines of finished parts, nor older checkpoints) to DIR/NAME,
+replacing an earlier copy, so that a long run outlives its folder (a machine that does not
+come back): `cp -r DIR/NAME ROOT/` and `--resume` continue it, bit for bit as the run would
+have gone on where torch's CPU kernels are the same (each part records them, `cpu_kernels`:
+AVX2 and AVX-512 kernels round differently). It trains nothing.
 """
 
 from __future__ import annotations
@@ -43,14 +52,19 @@ CURVE_POINTS = 8
 class Setting:
     """One published number: the evaluation overrides that give its protocol, the score it
     is (`accuracy`; `loss`, regression's mean squared error; `success`, Meta-World's success
-    rate) and its test tasks (None: `--eval-tasks`)."""
+    rate) and its paper's count of test tasks (`--eval-tasks` overrides it, unless it is
+    `every_task`: the whole held-out set, as Meta-World's)."""
 
     label: str
     overrides: tuple[str, ...]
     published: str
     source: str
     metric: str = "accuracy"
-    tasks: int | None = None
+    tasks: int = 600
+    every_task: bool = False
+
+    def task_count(self, asked: int | None) -> int:
+        return self.tasks if self.every_task or asked is None else asked
 
 
 @dataclass(frozen=True)
@@ -60,9 +74,10 @@ class Row:
     settings: tuple[Setting, ...] = field(default_factory=tuple)
 
 
-def omniglot(way: int, shot: int, queries: int, published: str, source: str) -> Setting:
+def omniglot(way: int, shot: int, queries: int, published: str, source: str, tasks: int = 600) -> Setting:
     return Setting(f"Omniglot {way}-way {shot}-shot",
-                   (f"task.n_way={way}", f"task.k_shot={shot}", f"task.q_query={queries}"), published, source)
+                   (f"task.n_way={way}", f"task.k_shot={shot}", f"task.q_query={queries}"), published, source,
+                   tasks=tasks)
 
 
 def sinusoid(k: int) -> Setting:
@@ -72,13 +87,15 @@ def sinusoid(k: int) -> Setting:
                    "plotted only (Fig. 3), no number", f"{FINN.split(',')[0]}, Fig. 3", "loss")
 
 
-# ProtoNets: one model per shot, tested 5- and 20-way with 15 queries (Snell's test
-# episodes). MAML: Finn's settings per way (20-way: meta-batch 16, inner lr 0.1, 5 steps).
+# ProtoNets: one model per shot, tested 5- and 20-way on 1000 episodes of 15 queries per
+# class (Snell's scripts/predict/few_shot/run_eval.py: 1000 test episodes; the query count
+# is his training script's data.test_query, 15). MAML: Finn's settings per way (20-way:
+# meta-batch 16, inner lr 0.1, 5 steps).
 ROWS = {
     "protonet-1shot": Row("omniglot-protonet", (), (
-        omniglot(5, 1, 15, "98.8", SNELL), omniglot(20, 1, 15, "96.0", SNELL))),
+        omniglot(5, 1, 15, "98.8", SNELL, 1000), omniglot(20, 1, 15, "96.0", SNELL, 1000))),
     "protonet-5shot": Row("omniglot-protonet", ("task.k_shot=5",), (
-        omniglot(5, 5, 15, "99.7", SNELL), omniglot(20, 5, 15, "98.9", SNELL))),
+        omniglot(5, 5, 15, "99.7", SNELL, 1000), omniglot(20, 5, 15, "98.9", SNELL, 1000))),
     "maml-5w1s": Row("omniglot-maml", (), (omniglot(5, 1, 1, "98.7 ± 0.4", FINN),)),
     "maml-5w5s": Row("omniglot-maml", ("task.k_shot=5", "task.q_query=5"), (
         omniglot(5, 5, 5, "99.9 ± 0.1", FINN),)),
@@ -100,7 +117,7 @@ ROWS = {
     "maml-ml10": Row("ml10-maml", (), (Setting(
         "Meta-World ML10, meta-test success rate", ("task.env_kwargs.split=test", "task.eval_all_tasks=true"),
         "36 (Yu et al. 2019); 13.2 (2025 re-evaluation)", "as issue 13 cites them; not checked here",
-        "success", tasks=250),)),
+        "success", tasks=250, every_task=True),)),
     # Finn's sinusoid runs: 70,000 iterations (their code's README), one model per K.
     "maml-sine-k5": Row("sinusoid-maml", ("iterations=70000", "checkpoint_every=5000", "task.k_support=5",
                                           "task.k_query=5"), (sinusoid(5),)),
@@ -133,6 +150,8 @@ def run_part(name: str, args) -> dict:
     """Train one part of row `name` (none with `--eval-only`) and evaluate it; the updated
     record. The part is recorded before the evaluation, so a failed evaluation loses no
     training: `--eval-only` evaluates again."""
+    import torch
+
     from distmeta.fileio import atomic_write
     from distmeta.loading import load_config
     from distmeta.runtime import MetaLearner
@@ -159,6 +178,7 @@ def run_part(name: str, args) -> dict:
             last = learner.iteration
         record["parts"].append({"command": shlex.join(sys.orig_argv), "iterations": [first, last],
                                 "train_s": time.perf_counter() - start, "ended": time.strftime("%Y-%m-%d %H:%M"),
+                                "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
                                 "curve": training_curve(out / "metrics.jsonl", first, last)})
         record["config"] = {"preset": row.preset, "train": list(row.train), "overrides": args.overrides,
                             "iterations": config.iterations}
@@ -166,7 +186,7 @@ def run_part(name: str, args) -> dict:
         save()
     record["results"] = []
     for setting in row.settings:
-        scored = evaluate(out, tasks=setting.tasks or args.eval_tasks,
+        scored = evaluate(out, tasks=setting.task_count(args.eval_tasks),
                           overrides=[*setting.overrides, *args.eval_overrides], workers=args.eval_workers)
         score = scored["post_adaptation"][setting.metric]
         record["results"].append({"setting": setting.label, "published": setting.published,
@@ -190,7 +210,7 @@ def compare(name: str, args) -> str:
               "tasks B better / worse / tied |")
     lines = [f"A = {runs[0]}, B = {runs[1]}", header, "|---|---|---|---|---|"]
     for setting in ROWS[name].settings:
-        tasks = setting.tasks or args.eval_tasks
+        tasks = setting.task_count(args.eval_tasks)
         scored = [evaluate(run, tasks=tasks, overrides=[*setting.overrides, *args.eval_overrides],
                            workers=args.eval_workers, per_task=True) for run in runs]
         a, b = (s["per_task"][f"post_{setting.metric}"] for s in scored)
@@ -201,6 +221,29 @@ def compare(name: str, args) -> str:
         lines.append(f"| {setting.label} | {texts[0]} | {texts[1]} | {gap} | "
                      f"{int((b > a).sum())} / {int((b < a).sum())} / {int((b == a).sum())} |")
     return "\n".join(lines)
+
+
+def keep(name: str, args) -> Path:
+    """Copy the resumable state of row `name`'s run to args.keep/NAME (see `--keep`)."""
+    from distmeta.fileio import atomic_write
+    from distmeta.runtime.checkpoint import list_checkpoints, load_checkpoint
+
+    run, kept = Path(args.root) / name, Path(args.keep) / name
+    found = list_checkpoints(run / "checkpoints")
+    if not (run / "reproduce.json").is_file() or not found:
+        raise SystemExit(f"error: --keep: {run} holds no trained part of {name}; train it first")
+    if kept.resolve() == run.resolve():
+        raise SystemExit(f"error: --keep: got the run's own folder {run}; expected another")
+    load_checkpoint(found[-1])  # a damaged checkpoint is refused here, not at the resume
+    # The checkpoint first, the record last: a copy cut short resumes from the newer
+    # checkpoint (its record lacking only that part's entry), never a record claiming
+    # iterations that no kept checkpoint holds.
+    for source in (found[-1], run / "config.yaml", run / "reproduce.json"):
+        data = source.read_bytes()
+        atomic_write(kept / source.relative_to(run), lambda f, data=data: f.write(data))
+    for old in list_checkpoints(kept / "checkpoints")[:-1]:
+        old.unlink()
+    return kept
 
 
 def table(root: Path) -> str:
@@ -256,13 +299,16 @@ def main(argv=None) -> int:
                         help="train-config override (task.data_dir=... for the data)")
     parser.add_argument("--eval-set", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="evaluation override besides the setting's own")
-    parser.add_argument("--eval-tasks", type=int, default=600, help="test tasks per setting (default 600)")
+    parser.add_argument("--eval-tasks", type=int,
+                        help="test tasks per setting (default: the paper's, 600 or Snell's 1000)")
     parser.add_argument("--eval-only", action="store_true",
                         help="evaluate the row's newest checkpoint again, without training")
     parser.add_argument("--eval-workers", type=int, default=0,
                         help="evaluate on N Ray workers (default 0: in this process)")
     parser.add_argument("--against", metavar="ROOT",
                         help="score the row under ROOT and under --root on the same tasks; print the paired gap")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="copy the row's record, config and newest checkpoint to DIR/NAME, to resume elsewhere")
     parser.add_argument("--table", action="store_true", help="print the reproduction table of every row")
     parser.add_argument("--curves", action="store_true",
                         help="print each trained row's learning curve (training post-adaptation score)")
@@ -276,18 +322,26 @@ def main(argv=None) -> int:
     if args.name not in ROWS:
         print(f"error: NAME: got {args.name!r}; expected one of {', '.join(ROWS)}", file=sys.stderr)
         return 2
+    if args.eval_tasks is not None and args.eval_tasks < 1:
+        print(f"error: --eval-tasks: got {args.eval_tasks}; expected at least 1", file=sys.stderr)
+        return 2
     if args.minutes is not None and not args.minutes > 0:
         print(f"error: --minutes: got {args.minutes}; expected > 0", file=sys.stderr)
         return 2
     from distmeta.errors import UserError
 
-    if args.against is not None:
-        if args.resume or args.eval_only or args.minutes is not None or args.overrides:
-            print("error: --against: compares trained runs; drop --resume, --eval-only, --minutes and --set",
-                  file=sys.stderr)
+    # --keep and --against act on trained runs; a training flag beside them would be ignored
+    for flag, target, action in (("--keep", args.keep, keep), ("--against", args.against, compare)):
+        if target is None:
+            continue
+        ignored = [name for name, given in (("--resume", args.resume), ("--eval-only", args.eval_only),
+                                            ("--minutes", args.minutes is not None), ("--set", args.overrides),
+                                            ("--against", flag == "--keep" and args.against is not None)) if given]
+        if ignored:
+            print(f"error: {flag}: acts on a trained run; drop {', '.join(ignored)}", file=sys.stderr)
             return 2
         try:
-            print(compare(args.name, args))
+            print(action(args.name, args))
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -82,6 +82,17 @@ def test_a_regression_row_scores_the_mse(tmp_path, capsys):
     assert f"| MSE {result['mean']:.3f} ± {result['ci95']:.3f} (5) | 3 / 3 |" in table
 
 
+def test_each_setting_scores_its_papers_count_of_test_tasks(capsys):
+    reproduce_here(capsys, "--table", "--root", "no-such-root")  # loads the script's module
+    rows = sys.modules["reproduce_script"].ROWS
+    snell, finn, ml10 = (rows[name].settings[0] for name in ("protonet-1shot", "maml-5w1s", "maml-ml10"))
+    assert [s.task_count(None) for s in (snell, finn, ml10)] == [1000, 600, 250]
+    # --eval-tasks overrides a count drawn from the test set, not Meta-World's whole held-out set
+    assert [s.task_count(4) for s in (snell, finn, ml10)] == [4, 4, 250]
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--eval-tasks", "0")
+    assert code == 2 and "error: --eval-tasks: got 0; expected at least 1" in stderr
+
+
 def test_an_unknown_row_is_one_error_line():
     proc = reproduce("protonets")
     assert proc.returncode == 2
@@ -131,4 +142,45 @@ def test_against_refuses_a_missing_run_and_training_flags(tmp_path, capsys):
     code, stderr = reproduce_here(capsys, "protonet-1shot", "--root", tmp_path / "b", "--against", tmp_path / "a")
     assert code == 1 and f"error: --against: {tmp_path / 'a' / 'protonet-1shot'} holds no trained part" in stderr
     code, stderr = reproduce_here(capsys, "protonet-1shot", "--against", tmp_path / "a", "--resume")
-    assert code == 2 and "error: --against: compares trained runs; drop --resume" in stderr
+    assert code == 2 and "error: --against: acts on a trained run; drop --resume" in stderr
+
+
+@pytest.mark.slow
+def test_a_kept_copy_resumes_exactly_where_the_run_would(tmp_path, omniglot_dir, capsys):
+    import shutil
+
+    import torch
+
+    small = ["--set", f"task.data_dir={omniglot_dir}", "--set", "model.channels=8", "--set", "task.n_way=10",
+             "--eval-tasks", "2"]
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--set", "iterations=2", *small, "--root", tmp_path / "a")
+    assert code == 0, stderr[-2000:]
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--root", tmp_path / "a", "--keep", tmp_path / "kept")
+    assert code == 0, stderr[-2000:]
+    kept = tmp_path / "kept" / "protonet-1shot"
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*")) == [
+        "checkpoints", "checkpoints/ckpt-0000002.pt", "config.yaml", "reproduce.json"]
+    shutil.copytree(kept, tmp_path / "b" / "protonet-1shot")  # the run folder is gone; its copy comes back
+    for root in ("a", "b"):
+        code, stderr = reproduce_here(capsys, "protonet-1shot", "--set", "iterations=3", "--resume", *small,
+                                      "--root", tmp_path / root)
+        assert code == 0, stderr[-2000:]
+    ends = [torch.load(tmp_path / root / "protonet-1shot" / "checkpoints" / "ckpt-0000003.pt", weights_only=True)
+            for root in ("a", "b")]
+    assert all(torch.equal(ends[0]["meta_params"][k], ends[1]["meta_params"][k]) for k in ends[0]["meta_params"])
+    records = [json.loads((tmp_path / root / "protonet-1shot" / "reproduce.json").read_text()) for root in ("a", "b")]
+    assert [p["iterations"] for p in records[1]["parts"]] == [[0, 2], [2, 3]]
+    # what decides whether the bits carry over to another machine, recorded per part
+    assert {p["cpu_kernels"] for p in records[1]["parts"]} == {torch.backends.cpu.get_cpu_capability()}
+    assert records[0]["results"] == records[1]["results"]
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--root", tmp_path / "a", "--keep", tmp_path / "kept")
+    assert code == 0, stderr[-2000:]
+    assert [p.name for p in (kept / "checkpoints").iterdir()] == ["ckpt-0000003.pt"]  # the older one replaced
+
+
+def test_keep_refuses_a_missing_run_and_training_flags(tmp_path, capsys):
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--root", tmp_path / "a", "--keep", tmp_path / "kept")
+    assert code == 1 and f"error: --keep: {tmp_path / 'a' / 'protonet-1shot'} holds no trained part" in stderr
+    code, stderr = reproduce_here(capsys, "protonet-1shot", "--keep", tmp_path / "kept", "--minutes", "5")
+    assert code == 2 and stderr.startswith("error: --keep: acts on a trained run; drop --minutes\n")
+    assert not (tmp_path / "kept").exists()
