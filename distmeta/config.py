@@ -62,7 +62,8 @@ class ModelConfig:
     batch's statistics, at test too, so a test episode's queries are normalised together
     (transductive; MAML's choice and most libraries'). `population`: training as `batch`;
     evaluation, validation and `distmeta adapt` normalise with fixed statistics, each
-    BatchNorm's batch statistics averaged over 100 training-split episodes at the evaluated
+    BatchNorm's batch statistics averaged over 100 training-split episodes of the shape the
+    run trained on (e.g. 60-way, whatever way the evaluation tests) at the evaluated
     meta-parameters (non-transductive, as Snell et al.'s ProtoNets, whose running averages
     estimate the same quantity during training)."""
     batch_norm_init: Literal["ones", "uniform"] = "ones"

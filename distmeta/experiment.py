@@ -16,6 +16,7 @@ about the family again.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,11 @@ class Experiment:
     family: TaskFamily
     algorithm: Algorithm
     runner_class: type
+    trained_shape: Mapping[str, int] | None = None
+    """The episode shape (`n_way`, `k_shot`, `q_query`) the run meta-trained with, where an
+    evaluation draws another (set by `load_run`): `model.batch_norm: population` takes its
+    statistics from episodes of this shape, the batches Snell et al.'s running averages
+    saw in training. None: the family's own shape."""
 
     @property
     def is_rl(self) -> bool:

@@ -17,6 +17,7 @@ from distmeta.tasks import eval_task_rng, train_task_rng
 if TYPE_CHECKING:
     from distmeta.algorithms.core import Batching
     from distmeta.experiment import Experiment
+    from distmeta.tasks.episodes import EpisodeFamily
 
 
 # Training-split episodes whose BatchNorm statistics `model.batch_norm: population` averages.
@@ -38,6 +39,9 @@ class SupervisedShardRunner(RunnerBase):
             self.test_problem = Problem(experiment.test_network().to(self.device), family.loss, family.scores,
                                         family.output_dim)
         self._population: tuple[np.ndarray, dict[str, torch.Tensor]] | None = None
+        self._population_family = family
+        if experiment.trained_shape is not None:
+            self._population_family = cast("EpisodeFamily", family).reshaped(**experiment.trained_shape)
         self.layout = FlatLayout(self.algorithm.init(dict(model.named_parameters()), config.algorithm))
         batching = config.runtime.task_batching
         self.batching = cast("Batching", model.preferred_batching) if batching == "auto" else batching
@@ -102,9 +106,10 @@ class SupervisedShardRunner(RunnerBase):
     def test_buffers(self, meta: np.ndarray) -> dict[str, torch.Tensor]:
         """The buffers of `test_problem` at the flat meta-parameters `meta`: the training
         ones, or with `model.batch_norm: population` each BatchNorm's batch statistics
-        averaged over POPULATION_EPISODES training-split episodes (the batches the
-        algorithm's prediction forms at the meta-parameters; evaluation's own task
-        stream, so every worker finds the same bits). Kept for the last `meta`."""
+        averaged over POPULATION_EPISODES training-split episodes of the run's training
+        shape (`Experiment.trained_shape`; the batches the algorithm's prediction forms
+        at the meta-parameters; evaluation's own task stream, so every worker finds the
+        same bits). Kept for the last `meta`."""
         if self.test_problem is self.problem:
             return self.buffers
         if self._population is None or not np.array_equal(self._population[0], meta):
@@ -130,7 +135,7 @@ class SupervisedShardRunner(RunnerBase):
             with torch.no_grad():
                 for first in range(0, POPULATION_EPISODES, 10):
                     rngs = [eval_task_rng(self.config.seed, "train", i) for i in range(first, first + 10)]
-                    tasks = self._to_device(self.family.sample(rngs, "train"))
+                    tasks = self._to_device(self._population_family.sample(rngs, "train"))
                     for i in range(len(rngs)):
                         support = (tasks["support_x"][i], tasks["support_y"][i])
                         self.algorithm.predict(params, self.buffers, support, tasks["query_x"][i], self.problem)

@@ -17,6 +17,7 @@ from distmeta.runners import FlatLayout
 from distmeta.runtime.checkpoint import load_checkpoint, resolve_checkpoint, shape_mismatch
 from distmeta.runtime.executors import InProcess, evaluate_tasks, start_executor
 from distmeta.tasks import SPLITS
+from distmeta.tasks.episodes import EpisodeFamily
 
 
 def summarise(values: np.ndarray) -> dict:
@@ -130,8 +131,9 @@ def evaluate(checkpoint: str | Path, tasks: int = 600, split: str = "test",
 
 def load_run(checkpoint: str | Path, overrides: Sequence[str] = ()) -> tuple[Path, dict, Experiment]:
     """A checkpoint's path, state and experiment (its config with evaluation-time
-    `overrides`, the task family prepared); the checkpoint's parameters are checked against
-    that experiment's shapes."""
+    `overrides`, the task family prepared, the episode shape the run trained with as
+    `trained_shape` where the overrides change it); the checkpoint's parameters are checked
+    against that experiment's shapes."""
     path = resolve_checkpoint(checkpoint)
     for item in overrides:
         if not item.startswith(EVAL_OVERRIDABLE):
@@ -144,7 +146,12 @@ def load_run(checkpoint: str | Path, overrides: Sequence[str] = ()) -> tuple[Pat
                             "not evaluation's (drop it)")
     state = load_checkpoint(path)
     experiment = build_experiment(Config.from_dict(apply_overrides(state["config"], list(overrides))))
-    experiment.family.prepare()
+    family = experiment.family
+    if isinstance(family, EpisodeFamily):
+        trained = family.configured_shape(Config.from_dict(state["config"]).task.options)
+        if trained != family.episode_shape:
+            experiment = dataclasses.replace(experiment, trained_shape=trained)
+    family.prepare()
     expected = {k: tuple(v.shape) for k, v in experiment.initial_meta_params().items()}
     mismatch = shape_mismatch(expected, state["meta_params"])
     if mismatch is not None:

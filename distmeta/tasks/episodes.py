@@ -7,14 +7,18 @@ this module draws the episodes.
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from distmeta.errors import ConfigError
 from distmeta.tasks.base import TaskFamily
+
+EPISODE_SHAPE = ("n_way", "k_shot", "q_query")
 
 
 @dataclass
@@ -71,6 +75,27 @@ class EpisodeFamily(TaskFamily):
     @property
     def output_dim(self) -> int:
         return self.n_way
+
+    @property
+    def episode_shape(self) -> dict[str, int]:
+        """`n_way`, `k_shot` and `q_query`."""
+        return {name: getattr(self, name) for name in EPISODE_SHAPE}
+
+    @classmethod
+    def configured_shape(cls, options: Mapping[str, Any]) -> dict[str, int]:
+        """The `episode_shape` a family built from the `task:` `options` draws (the
+        defaults where they set none), without building it: a run's data_dir may not exist
+        on the machine that reads its config."""
+        defaults = {f.name: f.default for f in fields(cls) if f.name in EPISODE_SHAPE}
+        return {name: int(options.get(name, defaults[name])) for name in EPISODE_SHAPE}
+
+    def reshaped(self, n_way: int, k_shot: int, q_query: int) -> EpisodeFamily:
+        """This family drawing episodes of another shape, its loaded images shared (a
+        shallow copy: `__post_init__` would drop them). For a shape this data has served
+        before, as a run's training shape: it is not checked against the splits again."""
+        family = copy.copy(self)
+        family.n_way, family.k_shot, family.q_query = n_way, k_shot, q_query
+        return family
 
     def check_episode_fits(
         self,

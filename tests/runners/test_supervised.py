@@ -2,6 +2,8 @@
 gives the bits of one that samples its own) and its test-time BatchNorm statistics
 (`model.batch_norm: population`)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +126,20 @@ def test_population_statistics_are_the_episodes_batch_statistics_averaged(omnigl
         "body.1.num_batches_tracked", "body.1.running_mean", "body.1.running_var"]
     assert runner.test_buffers(flat) is buffers  # once per meta-parameters
     assert runner.test_buffers(flat * 0.5) is not buffers
+
+
+def test_population_statistics_come_from_episodes_of_the_training_shape(omniglot_dir):
+    # Snell's running averages saw only training batches (60-way): the way an evaluation
+    # tests must not change the statistics it normalises with.
+    trained, runner, _, flat = _protonet(omniglot_dir, "population")  # 5-way, 3 queries
+    config = load_config("omniglot-protonet", [f"task.data_dir={omniglot_dir}", "model.channels=8", "task.n_way=3",
+                                               "task.q_query=2", "model.batch_norm=population"])
+    tested = dataclasses.replace(build_experiment(config), trained_shape=trained.family.episode_shape)
+    expected, got = runner.test_buffers(flat), tested.make_runner().test_buffers(flat)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    test_shaped = build_experiment(config).make_runner().test_buffers(flat)
+    assert not torch.allclose(test_shaped["body.1.running_var"], expected["body.1.running_var"])
 
 
 def test_evaluation_with_population_statistics_runs_and_differs_from_batch_statistics(omniglot_dir):

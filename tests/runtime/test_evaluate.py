@@ -33,7 +33,7 @@ def test_a_run_can_be_evaluated_with_either_batch_norm(tmp_path, omniglot_dir):
     from distmeta.errors import UserError
     from distmeta.loading import load_config
     from distmeta.runtime import MetaLearner
-    from distmeta.runtime.evaluate import evaluate
+    from distmeta.runtime.evaluate import evaluate, load_run
 
     config = load_config("omniglot-protonet", [f"task.data_dir={omniglot_dir}", "model.channels=8", "task.n_way=5",
                                                "iterations=2", "checkpoint_every=2"])
@@ -48,6 +48,10 @@ def test_a_run_can_be_evaluated_with_either_batch_norm(tmp_path, omniglot_dir):
     for item in ("task.trainval=false", "task.split=maml"):  # val (or maml's test) holds trained-on classes
         with pytest.raises(UserError, match=rf"^--set: got '{item}'; which characters the run trained on"):
             evaluate(tmp_path / "run", tasks=4, split="val", overrides=[item])
+    # The shape it trained with stays the population statistics' (5-way, the preset's 5 queries).
+    assert load_run(tmp_path / "run", ["task.n_way=3", "task.q_query=3"])[2].trained_shape == {
+        "n_way": 5, "k_shot": 1, "q_query": 5}
+    assert load_run(tmp_path / "run", [f"task.data_dir={omniglot_dir}"])[2].trained_shape is None
     scores = {bn: evaluate(tmp_path / "run", tasks=4, overrides=[f"model.batch_norm={bn}", "task.q_query=3"])
               for bn in ("population", "batch")}
     assert scores["population"]["post_adaptation"]["loss"] != scores["batch"]["post_adaptation"]["loss"]

@@ -138,3 +138,21 @@ def test_shots_are_checked_against_examples_per_class():
     )
     with pytest.raises(ConfigError, match=rf"^{message}$"):
         Tiny(n_way=2, k_shot=2, q_query=3)
+
+
+def test_a_reshaped_family_draws_the_other_shape_and_leaves_the_first_as_it_was():
+    family = Tiny(n_way=2, k_shot=1, q_query=1)
+    other = family.reshaped(n_way=4, k_shot=1, q_query=3)
+    assert other.episode_shape == {"n_way": 4, "k_shot": 1, "q_query": 3}
+    assert family.episode_shape == {"n_way": 2, "k_shot": 1, "q_query": 1}
+    task = other.sample_task(np.random.default_rng(0), "train")
+    assert task["support_x"].shape == (4, 1, 3, 3) and task["query_x"].shape == (12, 1, 3, 3)
+    # The same draw as a family built with that shape.
+    built = Tiny(n_way=4, k_shot=1, q_query=3).sample_task(np.random.default_rng(0), "train")
+    assert all(np.array_equal(task[k], built[k]) for k in task)
+
+
+def test_the_configured_shape_takes_the_defaults_of_what_the_options_leave_out():
+    assert Tiny.configured_shape({"n_way": 60, "q_query": 5, "data_dir": "/elsewhere"}) == {
+        "n_way": 60, "k_shot": 1, "q_query": 5}
+    assert Tiny.configured_shape({}) == {"n_way": 5, "k_shot": 1, "q_query": 15}  # EpisodeFamily's defaults
