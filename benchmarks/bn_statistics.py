@@ -4,7 +4,7 @@ et al.'s running averages saw: 60-way batches) against episodes of the tested sh
 distmeta took before 2026-12-03, night): one checkpoint, the same test tasks, paired by
 task. Each ProtoNets row's settings (5- and 20-way, 15 queries per class).
 
-    python3 benchmarks/bn_statistics.py benchmarks/records/kept/protonet-1shot \\
+    python3 benchmarks/bn_statistics.py benchmarks/records/protonet-1shot \\
         --set task.data_dir=../shared/data/omniglot --tasks 1000
 """
 

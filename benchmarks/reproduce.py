@@ -7,7 +7,7 @@
     python3 benchmarks/reproduce.py --table                             # BENCHMARKS.md's rows
     python3 benchmarks/reproduce.py --curves                            # their learning curves
     python3 benchmarks/reproduce.py protonet-1shot --root B --against A # an A/B, paired by task
-    python3 benchmarks/reproduce.py protonet-1shot --keep benchmarks/records/kept   # a resumable copy
+    python3 benchmarks/reproduce.py protonet-5shot --keep benchmarks/records   # a resumable copy
 
 Each row trains one preset in `ROOT/NAME` (default runs/reproduce/NAME) until its
 iterations or the `--minutes` of this part, whichever comes first; `--resume` continues
