@@ -26,6 +26,7 @@ class StopOnSignal:
     def __init__(self):
         self.signum: int | None = None
         self._before: dict = {}
+        self._before_unraisable = sys.unraisablehook
 
     def requested(self) -> bool:
         return self.signum is not None
@@ -45,15 +46,27 @@ class StopOnSignal:
         print(f"\n{signal.Signals(signum).name}: stopping after this iteration, with a checkpoint "
               "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
+    def _unraisable(self, unraisable) -> None:
+        # The second Ctrl-C's KeyboardInterrupt can land inside a finalizer (a Ray actor
+        # handle's __del__), where Python cannot raise it and prints "Exception ignored" with
+        # a traceback instead. The first signal already asked for a stop after the iteration,
+        # so that is how the run ends: quietly, as the user asked.
+        if unraisable.exc_type is KeyboardInterrupt and self.signum is not None:
+            return
+        self._before_unraisable(unraisable)
+
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._before = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        self._before_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         self.install()
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._before.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = self._before_unraisable
 
 
 def describe(line: dict) -> str:
