@@ -65,7 +65,10 @@ def ray_local():
     """One real local Ray (2 CPUs, no dashboard) shared by the tests that need actors."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    # Not forwarding workers' output: a worker of one test (an idle one Ray kills, printing a
+    # traceback as it goes) would print into whichever later test is capturing this
+    # process's stderr. Workers' errors still reach the tests as exceptions.
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 

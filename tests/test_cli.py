@@ -313,6 +313,31 @@ def test_more_gpus_than_the_cluster_has_is_one_error_line(ray_local):
             in one_error_line(result))
 
 
+@pytest.mark.ray
+def test_other_tests_ray_workers_printing_never_land_in_an_in_process_commands_output(ray_local):
+    # Found by CI: an idle Tune worker of an earlier test, killed by Ray, printed a traceback
+    # that Ray forwarded into a later test's one-line error capture.
+    import time
+
+    @ray_local.remote(num_cpus=0)
+    class Chatter:
+        def talk(self, seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                print("chatter from another test's worker", file=sys.stderr, flush=True)
+                time.sleep(0.002)
+
+    chatter = Chatter.remote()
+    talking = chatter.talk.remote(4.0)
+    end = time.monotonic() + 4.0
+    while time.monotonic() < end:
+        result = cli("train", "sinusoid-maml", "--set", "iterations=-1")
+        assert result.returncode == 2
+        assert "iterations" in one_error_line(result)
+    ray_local.get(talking)
+    ray_local.kill(chatter)
+
+
 def test_a_diverged_run_exits_1_with_one_line_and_keeps_its_checkpoints(tmp_path):
     """Divergence is a run failure, not bad input: exit 1 (a `RunError`), as workers lost."""
     out = tmp_path / "run"
